@@ -1,0 +1,35 @@
+# nlme_ppl: two commands on a fresh machine, `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench docs clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@BASE=$$(bash .ci/find-python) || exit 1; \
+	echo "Using $$BASE ($$($$BASE --version))"; \
+	[ -x $(PY) ] || $$BASE -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nlme-ppl demo --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site demo_output
