@@ -1,0 +1,16 @@
+"""nlme_ppl: non-linear mixed-effects models by amortized neural posterior estimation.
+
+Population inference runs in float64, so importing nlme_ppl enables `jax_enable_x64`.
+Networks are built and run in float32 explicitly.
+"""
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from . import models as models  # noqa: E402
+from ._version import __version__ as __version__  # noqa: E402
+from .data import Dataset as Dataset  # noqa: E402
+from .simulation import Simulations as Simulations, simulate as simulate  # noqa: E402
+
+__all__ = ["Dataset", "Simulations", "models", "simulate", "__version__"]

@@ -1,0 +1,17 @@
+"""Individual models: the `IndividualModel` wrapper and the built-in models."""
+
+from ._individual import IndividualModel as IndividualModel
+from .frohlich import frohlich_simple as frohlich_simple
+
+#: Built-in models by name, as used by `nlme-ppl --model NAME` and estimator files.
+BUILTIN = {"frohlich_simple": frohlich_simple}
+
+
+def get(name: str) -> IndividualModel:
+    """The built-in model called `name`."""
+    if name not in BUILTIN:
+        raise ValueError(f"unknown model {name!r}; the built-in models are {sorted(BUILTIN)}.")
+    return BUILTIN[name]()
+
+
+__all__ = ["IndividualModel", "frohlich_simple", "get", "BUILTIN"]
