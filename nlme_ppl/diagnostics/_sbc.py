@@ -75,7 +75,9 @@ class SBCResult(eqx.Module):
         return np.arange(1, self.num_draws + 1) / (self.num_draws + 1)
 
     def table(self) -> pd.DataFrame:
-        """One row per parameter: pass/fail, the largest ECDF deviation and the band's half-width.
+        """One row per parameter: pass/fail, the largest ECDF deviation, the band's half-width and
+        the mean rank as a fraction of `num_draws` (0.5 when calibrated; below 0.5: the posterior
+        sits above the truth).
 
         With contraction and z-scores (from [`sbc`][nlme_ppl.diagnostics.sbc]) it also gives
         their medians and the z-scores' mean and standard deviation (about 0 and 1 when calibrated).
@@ -86,7 +88,7 @@ class SBCResult(eqx.Module):
                 "passed": [self.passed[p] for p in self.param_names],
                 "max_deviation": [self.max_deviation[p] for p in self.param_names],
                 "band_half_width": half,
-                "mean_rank": self.ranks.mean(axis=0) / self.num_draws,
+                "mean_rank_fraction": self.ranks.mean(axis=0) / self.num_draws,
             },
             index=pd.Index(self.param_names, name="parameter"),
         )
