@@ -310,7 +310,7 @@ def sbc(
     """
     check_keys(key)
     k_sim, k_post = jax.random.split(key)
-    sims = simulate(model, k_sim, num_simulations=num_simulations, chunk_size=max(chunk_size, 1), progress=progress)
+    sims = simulate(model, k_sim, num_simulations=num_simulations, progress=progress)
     ranks, mean, var = _ranks_and_moments(posterior, sims, k_post, num_draws=num_draws, chunk_size=chunk_size)
     params = np.asarray(sims.params, dtype=np.float64)
     summ = _summaries(mean, var, params, _prior_sd(model, params))
