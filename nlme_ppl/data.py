@@ -83,7 +83,7 @@ class Dataset(eqx.Module):
         if values.ndim != 2:
             raise ValueError(f"`values` must have shape (individuals, observations); got {values.shape}.")
         times = as_float_array(times, name="times")
-        if times.ndim == 1:
+        if times.ndim == 1 and times.shape[0] == values.shape[1]:
             times = np.broadcast_to(times, values.shape)
         if times.shape != values.shape:
             raise ValueError(
@@ -160,7 +160,7 @@ class Dataset(eqx.Module):
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise ValueError(
-                    f"column {col!r} row {row} (ID {df[id_col].iloc[row]!r}) is not a number: "
+                    f"column {col!r} row {row} (file line {row + 2}, ID {df[id_col].iloc[row]}) is not a number: "
                     f"{df[col].iloc[row]!r}; fix or remove that row."
                 )
         groups = df.groupby(id_col, sort=False)
@@ -173,7 +173,7 @@ class Dataset(eqx.Module):
             for c in covariates:
                 u = g[c].unique()
                 if len(u) != 1:
-                    raise ValueError(f"covariate {c!r} changes within ID {k!r} ({list(u)}); it must be constant per individual.")
+                    raise ValueError(f"covariate {c!r} changes within ID {k} ({u.tolist()}); it must be constant per individual.")
                 cov[c].append(float(u[0]))
         return cls.from_individuals(ts, vs, ids=ids, covariates=cov)
 

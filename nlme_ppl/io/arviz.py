@@ -25,7 +25,7 @@ def to_datatree(population, posterior: dict, log_likelihood: np.ndarray, *, ids,
     groups = {"posterior": posterior, "log_likelihood": {site: np.asarray(log_likelihood)}}
     if sample_stats:
         groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
-    tree = az.from_dict(groups, coords=coords, dims=dims, attrs=attrs)
+    tree = az.from_dict(groups, coords=coords, dims=dims, attrs={"posterior": attrs} if attrs else None)
     if data is not None:
         obs_coords = {"individual": list(ids), "obs_index": np.arange(data.values.shape[1])}
         d2 = ("individual", "obs_index")

@@ -1,0 +1,69 @@
+"""frohlich_simple: closed form against a diffrax ODE solve, stability at delta = gamma, the program."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nlme_ppl as nlp
+from nlme_ppl.models.frohlich import FROHLICH_SIMPLE_PRIOR, frohlich_simple_solution
+
+
+def _ode_solution(times, delta, gamma, k, t0):
+    def rhs(t, state, args):
+        m, p = state
+        return jnp.stack([-delta * m, k * m - gamma * p])
+
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(rhs), diffrax.Kvaerno5(), t0=t0, t1=float(times[-1]), dt0=1e-3, y0=jnp.array([1.0, 0.0]),
+        saveat=diffrax.SaveAt(ts=jnp.asarray(times[times > t0])),
+        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10), max_steps=100_000,
+    )
+    out = np.zeros_like(times)
+    out[times > t0] = np.asarray(sol.ys[:, 1])
+    return out
+
+
+@pytest.mark.parametrize("delta, gamma, k, t0", [(0.8, 0.03, 50.0, 1.3), (0.05, 0.5, 200.0, 0.2), (0.2, 0.2 + 1e-9, 10.0, 2.0), (3.0, 0.01, 5.0, 0.7)])
+def test_closed_form_matches_diffrax(delta, gamma, k, t0):
+    times = np.arange(1, 181) / 6.0
+    exact = _ode_solution(times, delta, gamma, k, t0)
+    closed = np.asarray(frohlich_simple_solution(jnp.asarray(times), delta, gamma, k, t0))
+    np.testing.assert_allclose(closed, exact, rtol=1e-6, atol=1e-9 * k)
+
+
+def test_solution_is_smooth_and_finite_at_equal_rates():
+    t = jnp.linspace(0.1, 30, 50)
+    f = lambda d: frohlich_simple_solution(t, d, 0.3, 10.0, 0.05)  # noqa: E731
+    np.testing.assert_allclose(f(0.3), f(0.3 + 1e-7), rtol=1e-5)
+    grad = jax.jacfwd(f)(0.3)
+    assert np.all(np.isfinite(grad))
+    # the limit delta = gamma: p = k tau e^{-gamma tau}
+    np.testing.assert_allclose(f(0.3), 10.0 * (t - 0.05) * jnp.exp(-0.3 * (t - 0.05)), rtol=1e-10)
+
+
+def test_extreme_prior_draws_stay_finite():
+    big = frohlich_simple_solution(jnp.linspace(0.1, 30, 180), 40.0, 1e-4, 1e6, 0.01)
+    assert np.all(np.isfinite(big))
+    assert np.all(np.isfinite(frohlich_simple_solution(jnp.linspace(0.1, 30, 180), 1e-4, 40.0, 1e6, 0.01)))
+
+
+def test_model_sites_and_prior():
+    m = nlp.models.frohlich_simple()
+    assert m.param_names == ("delta", "gamma", "k_m0_scale", "t0", "offset", "sigma")
+    for name, (mean, var) in FROHLICH_SIMPLE_PRIOR.items():
+        assert float(m.prior[name].loc) == mean and float(m.prior[name].scale) == pytest.approx(np.sqrt(var))
+    assert np.asarray(m.design["times"]).shape == (180,)
+    np.testing.assert_allclose(np.asarray(m.design["times"])[[0, -1]], [1 / 6, 30.0])
+
+
+def test_log_likelihood_matches_scipy():
+    from scipy import stats
+
+    m = nlp.models.frohlich_simple()
+    phi = jnp.array([np.log(0.8), np.log(0.03), 5.0, 0.2, 1.0, np.log(0.1)])
+    _, y = m.simulate_one(jax.random.key(0), m.design)
+    mu = np.log(np.asarray(frohlich_simple_solution(m.design["times"], 0.8, 0.03, np.exp(5.0), np.exp(0.2))) + np.e)
+    expected = stats.norm(mu, 0.1).logpdf(np.asarray(y)).sum()
+    assert float(m.log_likelihood(phi, m.design, y)) == pytest.approx(expected, rel=1e-10)

@@ -1,0 +1,85 @@
+"""IndividualModel: tracing, refusal of malformed programs, prior density against scipy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from scipy import stats
+
+import nlme_ppl as nlp
+
+DESIGN = {"times": np.linspace(0, 1, 5)}
+
+
+def good(design, obs=None):
+    a = numpyro.sample("a", dist.Normal(1.0, 2.0))
+    b = numpyro.sample("b", dist.Normal(-1.0, 0.5))
+    numpyro.sample("obs", dist.Normal(a + b * design["times"], 0.1).to_event(1), obs=obs)
+
+
+def test_traces_sites_and_prior():
+    m = nlp.models.IndividualModel(good, DESIGN, name="good")
+    assert m.param_names == ("a", "b")
+    phi = jnp.array([[0.3, -0.2], [2.0, 1.0]])
+    expected = stats.norm(1, 2).logpdf(phi[:, 0]) + stats.norm(-1, 0.5).logpdf(phi[:, 1])
+    np.testing.assert_allclose(m.prior_log_prob(phi), expected, rtol=1e-12)
+    assert m.prior_sample(jax.random.key(0), (3,)).shape == (3, 2)
+    assert m.fingerprint() == nlp.models.IndividualModel(good, DESIGN, name="good").fingerprint()
+
+
+def test_fingerprint_changes_with_prior():
+    def other(design, obs=None):
+        a = numpyro.sample("a", dist.Normal(1.0, 3.0))
+        b = numpyro.sample("b", dist.Normal(-1.0, 0.5))
+        numpyro.sample("obs", dist.Normal(a + b * design["times"], 0.1).to_event(1), obs=obs)
+
+    assert nlp.models.IndividualModel(other, DESIGN, name="good").fingerprint() != nlp.models.IndividualModel(good, DESIGN, name="good").fingerprint()
+
+
+def no_latent(design, obs=None):
+    numpyro.sample("obs", dist.Normal(jnp.zeros(5), 1.0).to_event(1), obs=obs)
+
+
+def no_obs(design, obs=None):
+    numpyro.sample("a", dist.Normal(0.0, 1.0))
+
+
+def positive(design, obs=None):
+    k = numpyro.sample("k", dist.LogNormal(0.0, 1.0))
+    numpyro.sample("obs", dist.Normal(k * design["times"], 1.0).to_event(1), obs=obs)
+
+
+def vector(design, obs=None):
+    a = numpyro.sample("a", dist.Normal(jnp.zeros(2), 1.0))
+    numpyro.sample("obs", dist.Normal(a[0] * design["times"], 1.0).to_event(1), obs=obs)
+
+
+def broken(design, obs=None):
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (no_latent, r"no latent sample site"),
+        (no_obs, r"no observed site named 'obs'.*sample sites: \['a'\]"),
+        (positive, r"latent site 'k' has support Positive.*not the real line.*sample log\(k\)"),
+        (vector, r"latent site 'a' must be a scalar"),
+        (broken, r"running the program on its design failed: boom"),
+    ],
+)
+def test_refuses_malformed_programs(fn, match):
+    with pytest.raises(ValueError, match=match):
+        nlp.models.IndividualModel(fn, DESIGN, name="bad")
+
+
+def test_refuses_design_without_times():
+    with pytest.raises(ValueError, match=r"`design` must be a dict with at least a 'times' entry"):
+        nlp.models.IndividualModel(good, {"t": np.zeros(3)})
+
+
+def test_unknown_builtin():
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; the built-in models are \['frohlich_simple'"):
+        nlp.models.get("nope")

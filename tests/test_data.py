@@ -1,0 +1,84 @@
+"""Dataset construction, round trips and refusal of bad input (each message asserted)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nlme_ppl as nlp
+
+
+def test_from_arrays_pads_and_masks():
+    t = np.array([[0.0, 1.0, 2.0], [0.5, 1.5, 0.0]])
+    y = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, np.nan]])
+    m = np.array([[True, True, True], [True, True, False]])
+    d = nlp.Dataset.from_arrays(t, y, mask=m, ids=["a", "b"], covariates={"WT": [70.0, 80.0]})
+    assert d.num_individuals == 2 and d.ids == ("a", "b")
+    np.testing.assert_array_equal(d.num_observations, [3, 2])
+    assert float(d.values[1, 2]) == 0.0  # padding is zeroed, never read
+    np.testing.assert_allclose(d.covariates["WT"], [70.0, 80.0])
+
+
+def test_shared_times_broadcast():
+    d = nlp.Dataset.from_arrays([0.0, 1.0], [[1.0, 2.0], [3.0, 4.0]])
+    assert d.times.shape == (2, 2) and d.ids == ("1", "2")
+
+
+def test_from_individuals_and_csv_round_trip(tmp_path):
+    d = nlp.Dataset.from_individuals([[0.0, 1.0, 2.0], [0.5]], [[1.0, 2.0, 3.0], [7.0]], ids=["x", "y"], covariates={"WT": [60, 70]})
+    path = tmp_path / "d.csv"
+    d.to_csv(path)
+    e = nlp.Dataset.from_csv(path, covariates=("WT",))
+    assert e.ids == d.ids
+    for f in ("times", "values", "mask"):
+        np.testing.assert_array_equal(getattr(e, f), getattr(d, f))
+    np.testing.assert_array_equal(e.covariates["WT"], d.covariates["WT"])
+
+
+def test_subset():
+    d = nlp.Dataset.from_arrays([0.0, 1.0], np.arange(6.0).reshape(3, 2), ids=["a", "b", "c"])
+    s = d.subset(np.array([2, 0]))
+    assert s.ids == ("c", "a")
+    np.testing.assert_array_equal(s.values, [[4.0, 5.0], [0.0, 1.0]])
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(times=[0, 1], values=[[1.0, np.nan]], ids=["p7"]), ValueError, r"non-finite value \(nan\) for individual 'p7'"),
+        (dict(times=[0, 1], values=[[1.0, np.inf]]), ValueError, r"non-finite value \(inf\) for individual '1'"),
+        (dict(times=[[0, 2, 1]], values=[[1.0, 2.0, 3.0]], ids=["s3"]), ValueError, r"times are not sorted for individual 's3'.*t=2.0 is followed by t=1.0"),
+        (dict(times=[0, 1, 2], values=[[1.0, 2.0, 3.0], [1.0, 2.0]]), ValueError, r"ragged.*pass padded arrays with a `mask`"),
+        (dict(times=[0, 1], values=[[1.0, 2.0, 3.0]]), ValueError, r"`times` has shape \(2,\) but `values` has shape \(1, 3\)"),
+        (dict(times=[0, 1], values=[[1.0, 2.0]], mask=[[1, 0]]), TypeError, r"`mask` must be boolean"),
+        (dict(times=[0, 1], values=[[1.0, 2.0], [3.0, 4.0]], ids=["a", "a"]), ValueError, r"ids must be unique; 'a' appears more than once"),
+        (dict(times=[0, 1], values=[[1.0, 2.0]], mask=np.array([[False, False]]), ids=["z"]), ValueError, r"individual 'z' \(row 0\) has no observations"),
+        (dict(times=[0, 1], values=[["a", "b"]]), TypeError, r"`values` must be numeric"),
+        (dict(times=[0, 1], values=[[1.0, 2.0]], covariates={"WT": [np.nan]}), ValueError, r"covariate 'WT' is not finite for individual '1'"),
+        (dict(times=[0, 1], values=[[1.0, 2.0]], covariates={"WT": [1.0, 2.0]}), ValueError, r"covariate 'WT' must have 1 values"),
+        (dict(times=[0, 1], values=[[1.0, 2.0]], ids=["a", "b"]), ValueError, r"expected 1 ids, one per individual; got 2"),
+    ],
+)
+def test_from_arrays_refuses(kwargs, error, match):
+    times, values = kwargs.pop("times"), kwargs.pop("values")
+    with pytest.raises(error, match=match):
+        nlp.Dataset.from_arrays(times, values, **kwargs)
+
+
+def test_csv_refuses_missing_column_and_text(tmp_path):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['DV'\]"):
+        nlp.Dataset.from_dataframe(pd.DataFrame({"ID": [1], "TIME": [0.0]}))
+    df = pd.DataFrame({"ID": [1, 1, 2], "TIME": [0.0, 1.0, 0.0], "DV": ["1.0", "oops", "2"]})
+    with pytest.raises(ValueError, match=r"column 'DV' row 1 \(file line 3, ID 1\) is not a number: 'oops'"):
+        nlp.Dataset.from_dataframe(df)
+
+
+def test_csv_refuses_time_varying_covariate():
+    df = pd.DataFrame({"ID": [1, 1], "TIME": [0.0, 1.0], "DV": [1.0, 2.0], "WT": [70, 71]})
+    with pytest.raises(ValueError, match=r"covariate 'WT' changes within ID 1"):
+        nlp.Dataset.from_dataframe(df, covariates=("WT",))
+
+
+def test_from_individuals_refuses_length_mismatch():
+    with pytest.raises(ValueError, match=r"individual 'b' \(row 1\): times \(2,\) and values \(3,\)"):
+        nlp.Dataset.from_individuals([[0.0], [0.0, 1.0]], [[1.0], [1.0, 2.0, 3.0]], ids=["a", "b"])
