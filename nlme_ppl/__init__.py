@@ -8,24 +8,38 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from . import models as models, populations as populations  # noqa: E402
+from . import diagnostics as diagnostics, models as models, populations as populations  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset  # noqa: E402
+from .estimators import (  # noqa: E402
+    AmortizedPosterior as AmortizedPosterior,
+    TrainConfig as TrainConfig,
+    load_posterior as load_posterior,
+    pretrained as pretrained,
+    train as train,
+)
 from .inference import MAPResult as MAPResult, fit_map as fit_map, fit_nuts as fit_nuts  # noqa: E402
 from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, prepare_draws as prepare_draws  # noqa: E402
-from .simulation import Simulations as Simulations, simulate as simulate  # noqa: E402
+from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data  # noqa: E402
 
 __all__ = [
+    "AmortizedPosterior",
     "Dataset",
     "MAPResult",
     "Simulations",
     "SurrogateDraws",
+    "TrainConfig",
     "amortize",
+    "diagnostics",
     "fit_map",
     "fit_nuts",
+    "load_posterior",
     "models",
     "populations",
     "prepare_draws",
+    "pretrained",
     "simulate",
+    "simulate_data",
+    "train",
     "__version__",
 ]

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
@@ -13,7 +14,7 @@ from ._validate import check_keys, positive_int
 from .data import Dataset
 from .models import IndividualModel
 
-__all__ = ["Simulations", "simulate"]
+__all__ = ["Simulations", "simulate", "simulate_data"]
 
 
 class Simulations(eqx.Module):
@@ -101,3 +102,31 @@ def simulate(
         ids=tuple(str(i) for i in np.flatnonzero(ok)),
     )
     return Simulations(jnp.asarray(params[ok]), data, model.param_names, dropped)
+
+
+@eqx.filter_jit
+def _simulate_given(model: IndividualModel, keys, params, designs):
+    def one(key, phi, design):
+        cond = numpyro.handlers.condition(model.fn, data={n: phi[i] for i, n in enumerate(model.param_names)})
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(cond, key)).get_trace(design)
+        return tr[model.obs_site]["value"]
+
+    return jax.vmap(one)(keys, params, designs)
+
+
+def simulate_data(model: IndividualModel, params: Float[Array, "n k"], key, *, designs=None, ids=None, covariates=None) -> Dataset:
+    """Simulate one data set per row of `params` (individual parameters, columns in `param_names`).
+
+    `designs` is a batched design (default: the model's design for everyone). Use it to make
+    synthetic populations from a known truth.
+    """
+    check_keys(key)
+    params = jnp.asarray(params, float)
+    if params.ndim != 2 or params.shape[1] != model.num_params:
+        raise ValueError(f"`params` must have shape (n, {model.num_params}) for {model.param_names}; got {params.shape}.")
+    n = params.shape[0]
+    if designs is None:
+        designs = model.sample_designs(key, n)
+    obs = _simulate_given(model, jax.random.split(key, n), params, designs)
+    mask = np.asarray(designs["mask"], bool)
+    return Dataset.from_arrays(np.asarray(designs["times"]), np.asarray(obs), mask=mask, ids=ids, covariates=covariates)
