@@ -8,7 +8,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from . import diagnostics as diagnostics, models as models, populations as populations  # noqa: E402
+from . import demo as demo, diagnostics as diagnostics, models as models, populations as populations  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset  # noqa: E402
 from .estimators import (  # noqa: E402
@@ -30,6 +30,7 @@ __all__ = [
     "SurrogateDraws",
     "TrainConfig",
     "amortize",
+    "demo",
     "diagnostics",
     "fit_map",
     "fit_nuts",
