@@ -1,0 +1,63 @@
+"""The `nlme-ppl` command line: fit (map), train, demo, and errors with exit status 2."""
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import nlme_ppl as nlp
+from nlme_ppl.cli import main
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory):
+    model = nlp.models.frohlich_simple()
+    phi = nlp.demo.sample_population(model, jax.random.key(0), 60)
+    path = tmp_path_factory.mktemp("cli") / "cells.csv"
+    nlp.simulate_data(model, phi, jax.random.key(1)).to_csv(path)
+    return path
+
+
+def test_fit_map_writes_table_and_json(csv, tmp_path):
+    assert main(["fit", "--model", "frohlich_simple", "--data", str(csv), "--fixed", "offset,sigma", "--method", "map", "--num-starts", "4", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "parameters.csv", index_col=0)
+    assert {"estimate", "se", "value", "cv_percent"} <= set(table.columns)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    params = fit["population_parameters"]
+    assert set(params) == set(table.index) and "sd[offset]" not in params
+    assert np.isfinite(fit["log_likelihood"]) and fit["num_individuals"] == 60
+    # 60 cells recover the population means to within a few tenths (the full recovery check is in benchmarks)
+    assert abs(params["mean[k_m0_scale]"] - nlp.demo.DEMO_TRUTH["mean"]["k_m0_scale"]) < 0.3
+
+
+def test_fit_reports_bad_csv(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"ID": [1, 1], "TIME": [1.0, 0.5], "DV": [1.0, 2.0]}).to_csv(bad, index=False)
+    assert main(["fit", "--model", "frohlich_simple", "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "times are not sorted for individual '1'" in capsys.readouterr().err
+
+
+def test_fit_reports_unknown_model(csv, tmp_path, capsys):
+    assert main(["fit", "--model", "nope", "--data", str(csv), "--out", str(tmp_path)]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_train_writes_loadable_estimator(tmp_path):
+    out = tmp_path / "est.nlp"
+    assert main(["train", "--model", "frohlich_simple", "--out", str(out), "--num-simulations", "2000", "--max-epochs", "1"]) == 0
+    post = nlp.load_posterior(out)
+    assert post.param_names == nlp.models.frohlich_simple().param_names
+    assert (tmp_path / "est.loss.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_demo_runs_small(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--num-individuals", "40", "--num-warmup", "40", "--num-samples", "40", "--num-chains", "1"]) == 0
+    for name in ("parameters.csv", "fit.json", "posterior.nc", "recovery.png", "cells.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    import arviz as az
+
+    tree = az.from_netcdf(tmp_path / "posterior.nc")
+    assert tree.log_likelihood["obs"].sizes["individual"] == 40

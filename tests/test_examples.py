@@ -1,0 +1,36 @@
+"""Every script in examples/ runs with tiny settings, so examples never rot."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+TINY = {
+    "frohlich_population.py": ["--num-individuals", "40", "--num-warmup", "30", "--num-samples", "30"],
+    "custom_model.py": ["--num-simulations", "2000", "--max-epochs", "2", "--num-individuals", "20"],
+    "bimodal_cell.py": ["--num-draws", "200"],
+}
+
+
+def test_every_example_has_tiny_settings():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(TINY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_example_runs(name, tmp_path):
+    cmd = [sys.executable, str(EXAMPLES / name), *TINY[name], "--out", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_readme_example_runs(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "mean[delta]" in res.stdout and "elpd" in res.stdout.lower()
