@@ -1,0 +1,258 @@
+"""`AmortizedPosterior`: a trained q(φ | y) — summary network, flow and standardisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import paramax
+from flowjax.distributions import Transformed
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._validate import check_keys, positive_int
+from ..data import Dataset
+from ..models import IndividualModel
+from ._config import TrainConfig, TrainingHistory
+from ._flow import build_flow, flow_log_prob, flow_sample
+from ._summary import AbstractSummary, DeepSetSummary, GRUSummary, InputScaling
+
+__all__ = ["AmortizedPosterior", "build_networks"]
+
+#: Draws evaluated per chunk when `chunk_size` is not given (individuals × draws).
+_DRAWS_PER_CHUNK = 2**16
+
+
+def build_networks(
+    config: TrainConfig, *, num_params: int, scaling: InputScaling, key: PRNGKeyArray
+) -> tuple[AbstractSummary, Transformed]:
+    """The untrained summary network and flow that `config` describes (float32)."""
+    k_sum, k_flow = jax.random.split(key)
+    if config.summary == "gru":
+        summary = GRUSummary(
+            k_sum,
+            summary_dim=config.summary_dim,
+            hidden_size=config.hidden_size,
+            patch_size=config.patch_size,
+            scaling=scaling,
+        )
+    else:
+        summary = DeepSetSummary(
+            k_sum,
+            summary_dim=config.summary_dim,
+            hidden_size=config.hidden_size,
+            depth=config.summary_depth,
+            patch_size=config.patch_size,
+            scaling=scaling,
+        )
+    flow = build_flow(
+        k_flow,
+        dim=num_params,
+        cond_dim=config.summary_dim,
+        kind=config.flow,
+        flow_layers=config.flow_layers,
+        knots=config.knots,
+        interval=config.interval,
+        nn_width=config.nn_width,
+        nn_depth=config.nn_depth,
+    )
+    return summary, flow
+
+
+# ---------------------------------------------------------------------- jitted kernels
+# Module-level so that their compilation caches persist across calls. They run under
+# `jax.enable_x64(False)` (see `_f32`), on float32 inputs.
+
+
+@eqx.filter_jit
+def _summaries_chunk(summary, times, values, mask):
+    return jax.vmap(summary)(times, values, mask)
+
+
+@eqx.filter_jit
+def _sample_chunk(summary, flow, times, values, mask, index, key, num_draws: int):
+    flow = paramax.unwrap(flow)
+    dim = flow.shape[0]
+
+    def one(t, y, m, i):
+        s = summary(t, y, m)
+        u = jax.random.normal(jax.random.fold_in(key, i), (num_draws, dim), jnp.float32)
+        return jax.vmap(flow_sample, in_axes=(None, 0, None))(flow, u, s)
+
+    return jax.vmap(one)(times, values, mask, index)
+
+
+@eqx.filter_jit
+def _log_prob_chunk(summary, flow, times, values, mask, z):
+    flow = paramax.unwrap(flow)
+
+    def one(t, y, m, zi):
+        s = summary(t, y, m)
+        return jax.vmap(flow_log_prob, in_axes=(None, 0, None))(flow, zi, s)
+
+    return jax.vmap(one)(times, values, mask, z)
+
+
+def _f32():
+    """Networks are traced with 64-bit mode off, so that every constant is float32."""
+    return jax.enable_x64(False)
+
+
+def _chunks(n: int, size: int):
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad axis 0 to `size` by repeating the first row (results for padding are dropped)."""
+    if x.shape[0] == size:
+        return x
+    return np.concatenate([x, np.repeat(x[:1], size - x.shape[0], axis=0)])
+
+
+class AmortizedPosterior(eqx.Module):
+    """An amortized posterior q(φ | y) of an individual model, trained by [`train`][nlme_ppl.train].
+
+    **Fields:**
+
+    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] it was trained for
+      (`post.model.prior_log_prob`, `post.model.param_names`).
+    - `summary`: the summary network (with its input standardisation).
+    - `flow`: the flowjax conditional flow on standardised parameters.
+    - `param_loc`, `param_scale`: the parameter standardisation, `φ = loc + scale · z`.
+    - `config`: the [`TrainConfig`][nlme_ppl.TrainConfig] it was built and trained with.
+    - `history`: the [`TrainingHistory`][] (losses per epoch, best epoch, timings).
+    """
+
+    model: IndividualModel
+    summary: AbstractSummary
+    flow: Transformed
+    param_loc: Float[Array, " k"]
+    param_scale: Float[Array, " k"]
+    config: TrainConfig
+    history: TrainingHistory
+
+    def __check_init__(self):
+        k = self.model.num_params
+        if self.flow.shape != (k,):
+            raise ValueError(f"the flow has shape {self.flow.shape} but model {self.model.name!r} has {k} parameters.")
+        if jnp.shape(self.param_loc) != (k,) or jnp.shape(self.param_scale) != (k,):
+            raise ValueError(f"`param_loc` and `param_scale` must have shape ({k},).")
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.model.param_names
+
+    @property
+    def num_params(self) -> int:
+        return self.model.num_params
+
+    # ------------------------------------------------------------------ helpers
+    def _inputs(self, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not isinstance(data, Dataset):
+            raise TypeError(
+                f"expected a nlme_ppl.Dataset; got {type(data).__name__}. Build one with "
+                "nlp.Dataset.from_arrays(times, values, mask=...) or nlp.read_nonmem(path)."
+            )
+        return (
+            np.asarray(data.times, np.float32),
+            np.asarray(data.values, np.float32),
+            np.asarray(data.mask, bool),
+        )
+
+    @staticmethod
+    def _chunk_size(chunk_size, n: int, per_individual: int) -> int:
+        if chunk_size is None:
+            return max(1, min(n, _DRAWS_PER_CHUNK // max(per_individual, 1)))
+        return min(positive_int(chunk_size, name="chunk_size"), n)
+
+    # ------------------------------------------------------------------ public API
+    def sample(
+        self, data: Dataset, key: PRNGKeyArray, *, num_draws: int, chunk_size: int | None = None
+    ) -> Float[Array, "individuals draws k"]:
+        """Draw `num_draws` parameter vectors from q(φ | y_i) for every individual of `data`.
+
+        **Arguments:**
+
+        - `data`: a [`Dataset`][nlme_ppl.Dataset] of `N` individuals (any number of
+          observations; padding is ignored).
+        - `key`: a JAX random key. Individual `i`'s draws depend only on `key` and `i`, so
+          the result does not depend on `chunk_size`.
+        - `num_draws`: draws per individual, `M`.
+        - `chunk_size`: individuals per compiled call (bounds memory). Default: about
+          65,000 draws per call.
+
+        **Returns:** float64 array of shape `(N, M, k)`, last axis in `param_names` order.
+        """
+        check_keys(key)
+        num_draws = positive_int(num_draws, name="num_draws")
+        times, values, mask = self._inputs(data)
+        n = times.shape[0]
+        size = self._chunk_size(chunk_size, n, num_draws)
+        index = np.arange(n, dtype=np.int32)
+        outs = []
+        with _f32():
+            for s, e in _chunks(n, size):
+                args = (_pad(a[s:e], size) for a in (times, values, mask, index))
+                out = _sample_chunk(self.summary, self.flow, *args, key, num_draws)
+                outs.append(out[: e - s])
+            z = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+        return self.param_loc + self.param_scale * z.astype(jnp.float64)
+
+    def log_prob(
+        self, data: Dataset, params: Float[Array, "individuals draws k"], *, chunk_size: int | None = None
+    ) -> Float[Array, "individuals draws"]:
+        """log q(φ_ij | y_i) on the original parameter scale.
+
+        **Arguments:**
+
+        - `data`: a [`Dataset`][nlme_ppl.Dataset] of `N` individuals.
+        - `params`: `(N, M, k)` parameter vectors (`M` per individual).
+        - `chunk_size`: individuals per compiled call.
+
+        **Returns:** float64 array of shape `(N, M)`.
+        """
+        times, values, mask = self._inputs(data)
+        params = jnp.asarray(params, jnp.float64)
+        n, k = times.shape[0], self.num_params
+        if params.ndim != 3 or params.shape[0] != n or params.shape[2] != k:
+            raise ValueError(
+                f"`params` must have shape (individuals={n}, draws, k={k}) with the last axis in the order "
+                f"{self.param_names}; got {params.shape}."
+            )
+        z = np.asarray((params - self.param_loc) / self.param_scale, np.float32)
+        size = self._chunk_size(chunk_size, n, params.shape[1])
+        outs = []
+        with _f32():
+            for s, e in _chunks(n, size):
+                args = [_pad(a[s:e], size) for a in (times, values, mask, z)]
+                outs.append(_log_prob_chunk(self.summary, self.flow, *args)[: e - s])
+            lq = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+        return lq.astype(jnp.float64) - jnp.sum(jnp.log(self.param_scale))
+
+    def summaries(self, data: Dataset, *, chunk_size: int | None = None) -> Float[Array, "individuals summary_dim"]:
+        """The summary network's output for every individual, shape `(N, summary_dim)` (float32)."""
+        times, values, mask = self._inputs(data)
+        n = times.shape[0]
+        size = self._chunk_size(chunk_size, n, 64)
+        outs = []
+        with _f32():
+            for s, e in _chunks(n, size):
+                args = [_pad(a[s:e], size) for a in (times, values, mask)]
+                outs.append(_summaries_chunk(self.summary, *args)[: e - s])
+            return jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    def save(self, path: str | Path) -> None:
+        """Write this estimator to one file (see [`save_posterior`][nlme_ppl.save_posterior])."""
+        from ..io.serialization import save_posterior
+
+        save_posterior(self, path)
+
+    def __repr__(self) -> str:
+        h = self.history
+        best = f", best val loss {h.best_val_loss:.4g} at epoch {h.best_epoch + 1}" if h.val_loss else ""
+        return (
+            f"AmortizedPosterior(model={self.model.name!r}, params={self.param_names}, "
+            f"summary={self.config.summary}, flow={self.config.flow}×{self.config.flow_layers}{best})"
+        )
