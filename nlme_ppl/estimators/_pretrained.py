@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from ._config import TrainConfig
 
-__all__ = ["PRETRAINED_CONFIGS"]
+__all__ = ["PRETRAINED_CONFIGS", "train_pretrained"]
 
 PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
     "frohlich_simple": (
-        130_000,
+        150_000,
         TrainConfig(
             summary="deepset",
             summary_dim=32,
@@ -33,10 +33,38 @@ PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
             lr_schedule="cosine",
             final_lr_fraction=0.02,
             clip_norm=5.0,
-            max_epochs=40,
-            patience=8,
+            max_epochs=52,
+            patience=10,
             validation_fraction=0.1,
         ),
         20240,
     ),
 }
+
+
+def train_pretrained(name: str, out, *, loss_plot=None, progress: bool = True):
+    """Retrain the shipped estimator `name` from its recipe and save it to `out`.
+
+    **Returns:** the [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior].
+    """
+    import time
+
+    import jax
+
+    from ..models import get
+    from ._train import train
+
+    if name not in PRETRAINED_CONFIGS:
+        raise ValueError(f"no pretrained recipe for {name!r}; known: {sorted(PRETRAINED_CONFIGS)}.")
+    num_simulations, config, seed = PRETRAINED_CONFIGS[name]
+    t0 = time.perf_counter()
+    post = train(get(name), jax.random.key(seed), num_simulations=num_simulations, config=config,
+                 progress=progress, loss_plot=loss_plot)
+    h = post.history
+    print(
+        f"{name}: {num_simulations} simulations, seed {seed}: {time.perf_counter() - t0:.0f} s wall "
+        f"(simulate {h.simulate_seconds:.0f} s, train {h.train_seconds:.0f} s), {h.epochs} epochs, best val loss "
+        f"{h.best_val_loss:.4f} at epoch {h.best_epoch + 1}"
+    )
+    post.save(out)
+    return post

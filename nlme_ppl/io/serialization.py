@@ -90,6 +90,9 @@ def save_posterior(post, path: str | Path) -> None:
                 zf.writestr(_LEAVES, leaves)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,130 @@
+"""Training: against the closed-form posterior of a linear-Gaussian model, and the checks."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import nlme_ppl as nlp
+from nlme_ppl.estimators import TrainConfig, train
+
+from ._helpers import SMALL, exact_posterior, linear_model
+
+# Posterior SDs are about 0.3 (a) and 0.55 (b) here; the tolerances below are in those units.
+MEAN_TOL_SD = 0.25  # |E_q[φ] - E_p[φ | y]| < 0.25 posterior SDs
+SD_RTOL = 0.25  # |SD_q / SD_p - 1| < 25 %
+
+FAST = TrainConfig(
+    summary="deepset", summary_dim=8, hidden_size=32, summary_depth=1, patch_size=2,
+    flow_layers=2, knots=6, interval=5.0, nn_width=32, batch_size=128, learning_rate=3e-3,
+    max_epochs=25, patience=25,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    model = linear_model()
+    plot = tmp_path_factory.mktemp("plots") / "loss.png"
+    post = train(model, jax.random.key(0), num_simulations=8000, config=FAST, progress=False, loss_plot=plot)
+    return post, plot
+
+
+def test_matches_the_closed_form_posterior(trained):
+    post, _ = trained
+    model = post.model
+    sims = nlp.simulate(model, jax.random.key(123), num_simulations=6, progress=False)
+    mean, cov = exact_posterior(sims.data.times, sims.data.values, sims.data.mask)
+    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    draws = np.asarray(post.sample(sims.data, jax.random.key(1), num_draws=4000))
+    q_mean, q_sd = draws.mean(1), draws.std(1)
+    assert np.all(np.abs(q_mean - mean) < MEAN_TOL_SD * sd), (q_mean, mean, sd)
+    assert np.all(np.abs(q_sd / sd - 1) < SD_RTOL), (q_sd, sd)
+
+
+def test_history_and_loss_plot(trained):
+    post, plot = trained
+    h = post.history
+    assert h.epochs == FAST.max_epochs == len(h.val_loss)
+    assert h.val_loss[-1] < h.val_loss[0]
+    assert h.best_val_loss == min(h.val_loss)
+    assert h.num_train + h.num_val == 8000
+    assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the loss is -log q on the original scale: near the exact posterior's entropy (a Gaussian)
+    model = post.model
+    sims = nlp.simulate(model, jax.random.key(5), num_simulations=2000, progress=False)
+    _, cov = exact_posterior(sims.data.times, sims.data.values, sims.data.mask)
+    entropy = np.mean(0.5 * np.linalg.slogdet(2 * np.pi * np.e * cov)[1])
+    assert abs(h.best_val_loss - entropy) < 0.1, (h.best_val_loss, entropy)
+
+
+def test_early_stopping_restores_the_best_weights():
+    model = linear_model()
+    sims = nlp.simulate(model, jax.random.key(2), num_simulations=600, progress=False)
+    config = dataclasses.replace(SMALL, learning_rate=0.3, max_epochs=12, patience=2, batch_size=64)
+    post = train(model, jax.random.key(3), simulations=sims, config=config, progress=False)
+    h = post.history
+    assert h.best_epoch == int(np.argmin(h.val_loss))
+    assert h.epochs <= 12
+    if h.epochs < 12:
+        assert h.epochs - 1 - h.best_epoch == 2
+
+
+def test_argument_checks():
+    model = linear_model()
+    key = jax.random.key(0)
+    sims = nlp.simulate(model, key, num_simulations=100, progress=False)
+    with pytest.raises(ValueError, match="either `simulations`"):
+        train(model, key, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        train(model, key, simulations=sims, num_simulations=10, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        train(model, key, simulations=sims, config=TrainConfig(batch_size=512), progress=False)
+    with pytest.raises(ValueError, match="parameters"):
+        train(nlp.models.frohlich_simple(), key, simulations=sims, progress=False)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train(model, key, simulations=sims, config={"max_epochs": 1}, progress=False)
+    with pytest.raises(TypeError, match="IndividualModel"):
+        train("linear", key, simulations=sims, progress=False)
+    with pytest.raises(TypeError, match="random key"):
+        train(model, 0, simulations=sims, progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"summary": "lstm"}, "summary must be one of"),
+        ({"flow": "nsf"}, "flow must be one of"),
+        ({"flow_layers": 0}, "flow_layers must be a positive integer"),
+        ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+        ({"learning_rate": -1.0}, "learning_rate must be a positive number"),
+        ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
+        ({"interval": 1.0}, "interval is 1.0"),
+        ({"lr_schedule": "step"}, "lr_schedule must be one of"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_config_dict_round_trip():
+    c = TrainConfig(summary="gru", flow_layers=3)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="unknown TrainConfig setting"):
+        TrainConfig.from_dict({**c.to_dict(), "seed": 1})
+
+
+def test_gru_and_maf_train(tmp_path):
+    """Every summary network and flow kind trains end to end (a smoke test)."""
+    model = linear_model()
+    sims = nlp.simulate(model, jax.random.key(4), num_simulations=400, progress=False)
+    config = dataclasses.replace(SMALL, summary="gru", flow="maf", batch_size=64, max_epochs=2)
+    post = train(model, jax.random.key(5), simulations=sims, config=config, progress=False)
+    assert post.sample(sims.data.subset(slice(0, 3)), jax.random.key(0), num_draws=4).shape == (3, 4, 2)
+    post.save(tmp_path / "gru_maf.nlp")
+    loaded = nlp.load_posterior(tmp_path / "gru_maf.nlp", model=model)
+    np.testing.assert_array_equal(
+        loaded.sample(sims.data.subset(slice(0, 3)), jax.random.key(0), num_draws=4),
+        post.sample(sims.data.subset(slice(0, 3)), jax.random.key(0), num_draws=4),
+    )

@@ -1,0 +1,193 @@
+"""Estimator files: round trip, refusals with reasons, no pickle, atomic writes."""
+
+import io
+import json
+import pickle
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+
+import nlme_ppl as nlp
+from nlme_ppl.io import load_posterior, pretrained, save_posterior
+from tests.estimators._helpers import linear_model, some_data, untrained_posterior
+
+
+@pytest.fixture(scope="module")
+def post():
+    return untrained_posterior()
+
+
+@pytest.fixture
+def saved(post, tmp_path):
+    path = tmp_path / "est.nlp"
+    post.save(path)
+    return path
+
+
+def _rewrite(src, dst, *, meta=None, leaves=None, drop=()):
+    with zipfile.ZipFile(src) as zf:
+        members = {n: zf.read(n) for n in zf.namelist() if n not in drop}
+    if meta is not None:
+        members["metadata.json"] = json.dumps(meta(json.loads(members["metadata.json"]))).encode()
+    if leaves is not None:
+        members["leaves.eqx"] = leaves(members["leaves.eqx"])
+    with zipfile.ZipFile(dst, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    return dst
+
+
+def test_round_trip_gives_identical_draws(post, saved):
+    loaded = load_posterior(saved, model=linear_model())
+    data = some_data(5)
+    key = jax.random.key(7)
+    np.testing.assert_array_equal(loaded.sample(data, key, num_draws=9), post.sample(data, key, num_draws=9))
+    draws = post.sample(data, key, num_draws=3)
+    np.testing.assert_array_equal(loaded.log_prob(data, draws), post.log_prob(data, draws))
+    assert loaded.config == post.config
+    assert loaded.history.val_loss == post.history.val_loss and loaded.history.best_epoch == 1
+    assert loaded.param_names == ("a", "b")
+
+
+def test_metadata(saved):
+    with zipfile.ZipFile(saved) as zf:
+        assert sorted(zf.namelist()) == ["leaves.eqx", "metadata.json"]
+        meta = json.loads(zf.read("metadata.json"))
+    m = linear_model()
+    assert meta["format"] == "nlme_ppl.AmortizedPosterior" and meta["format_version"] == 1
+    assert meta["nlme_ppl_version"] == nlp.__version__
+    assert meta["model"]["name"] == "linear_test"
+    assert meta["model"]["fingerprint"] == m.fingerprint()
+    assert meta["model"]["param_names"] == ["a", "b"]
+    assert meta["model"]["prior"] == m.prior_spec()
+    assert meta["config"]["summary"] == "deepset" and len(meta["leaves_sha256"]) == 64
+
+
+def test_file_contains_no_pickle(saved, monkeypatch):
+    with zipfile.ZipFile(saved) as zf:
+        leaves = zf.read("leaves.eqx")
+    # every record is a NumPy .npy array of a numeric dtype (object arrays would be pickled)
+    records = leaves.split(b"\x93NUMPY")[1:]
+    assert records
+    for r in records:
+        header = r[4 : 4 + int.from_bytes(r[2:4], "little")].decode("latin1")
+        assert "'descr': '|O'" not in header and "'descr': 'O'" not in header
+    assert b"\x80\x04\x95" not in leaves and b"\x80\x05\x95" not in leaves  # pickle protocol 4/5 frames
+
+    def no_pickle(*a, **k):
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    load_posterior(saved, model=linear_model())
+
+
+def test_atomic_write_leaves_no_temporary_files(post, tmp_path):
+    path = tmp_path / "est.nlp"
+    post.save(path)
+    save_posterior(post, path)  # overwrite in place
+    assert [p.name for p in tmp_path.iterdir()] == ["est.nlp"]
+    with pytest.raises(ValueError, match="does not exist"):
+        post.save(tmp_path / "missing_dir" / "est.nlp")
+    with pytest.raises(TypeError, match="AmortizedPosterior"):
+        save_posterior("not a posterior", path)
+
+
+def test_truncated_file_is_refused(saved, tmp_path):
+    data = saved.read_bytes()
+    bad = tmp_path / "truncated.nlp"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a zip archive, or it is truncated"):
+        load_posterior(bad, model=linear_model())
+
+
+def test_corrupt_bytes_are_refused(saved, tmp_path):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as zf:
+        info = zf.getinfo("leaves.eqx")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 10, start + 40):
+        data[i] ^= 0xFF
+    bad = tmp_path / "corrupt.nlp"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_posterior(bad, model=linear_model())
+
+
+def test_checksum_mismatch_is_refused(saved, tmp_path):
+    def flip(b):
+        b = bytearray(b)
+        b[-5] ^= 0x01
+        return bytes(b)
+
+    bad = _rewrite(saved, tmp_path / "tampered.nlp", leaves=flip)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_posterior(bad, model=linear_model())
+
+
+def test_wrong_model_is_refused(saved):
+    with pytest.raises(ValueError, match=r"trained for model 'linear_test'.*parameters \('delta'"):
+        load_posterior(saved, model=nlp.models.frohlich_simple())
+    # same parameter names, another design: a different fingerprint
+    other = nlp.models.IndividualModel(linear_model().fn, {"times": np.linspace(0, 2, 5)}, name="linear_test")
+    with pytest.raises(ValueError, match=r"trained for model 'linear_test'.*fingerprint.*retrain"):
+        load_posterior(saved, model=other)
+    with pytest.raises(ValueError, match="not a built-in model; pass the model"):
+        load_posterior(saved)
+
+
+def test_unsupported_format_version_is_refused(saved, tmp_path):
+    def bump(meta):
+        return {**meta, "format_version": 99}
+
+    bad = _rewrite(saved, tmp_path / "v99.nlp", meta=bump)
+    with pytest.raises(ValueError, match="format version 99 is not supported"):
+        load_posterior(bad, model=linear_model())
+
+
+def test_other_format_is_refused(saved, tmp_path):
+    bad = _rewrite(saved, tmp_path / "other.nlp", meta=lambda m: {**m, "format": "something.else"})
+    with pytest.raises(ValueError, match="not a nlme_ppl estimator file"):
+        load_posterior(bad, model=linear_model())
+    bad = _rewrite(saved, tmp_path / "nometa.nlp", drop=("metadata.json",))
+    with pytest.raises(ValueError, match="not a nlme_ppl estimator file"):
+        load_posterior(bad, model=linear_model())
+
+
+def test_non_zip_file_is_refused(tmp_path):
+    bad = tmp_path / "notes.nlp"
+    bad.write_text("hello, I am not an estimator\n")
+    with pytest.raises(ValueError, match="not a nlme_ppl estimator file.*not a zip archive"):
+        load_posterior(bad)
+    pkl = tmp_path / "est.pkl"
+    pkl.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a zip archive"):
+        load_posterior(pkl)
+    with pytest.raises(FileNotFoundError):
+        load_posterior(tmp_path / "missing.nlp")
+
+
+def test_weights_that_do_not_fit_are_refused(saved, tmp_path):
+    def shrink(meta):
+        meta["config"]["hidden_size"] = 17
+        return meta
+
+    bad = _rewrite(saved, tmp_path / "arch.nlp", meta=shrink)
+    with pytest.raises(ValueError, match="do not fit the architecture"):
+        load_posterior(bad, model=linear_model())
+
+
+def test_pretrained_unknown_name():
+    with pytest.raises(ValueError, match=r"no pretrained estimator named 'nope'; available: \["):
+        pretrained("nope")
+
+
+def test_pretrained_frohlich_simple_loads():
+    post = pretrained("frohlich_simple")
+    assert post.param_names == nlp.models.frohlich_simple().param_names
+    assert pretrained("frohlich_simple") is post  # cached
+    data = nlp.Dataset.from_arrays(np.arange(1, 181) / 6.0, np.zeros((2, 180)))
+    draws = post.sample(data, jax.random.key(0), num_draws=10)
+    assert draws.shape == (2, 10, 6) and np.isfinite(np.asarray(draws)).all()
