@@ -198,7 +198,10 @@ class AmortizedPosterior(eqx.Module):
                 out = _sample_chunk(self.summary, self.flow, *args, key, num_draws)
                 outs.append(out[: e - s])
             z = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
-        return self.param_loc + self.param_scale * z.astype(jnp.float64)
+        params = self.param_loc + self.param_scale * z.astype(jnp.float64)
+        if self.model.exchangeable:  # the flow learned the canonical form: permute groups at random
+            params = self.model.symmetrize(jax.random.fold_in(key, 2**31 - 1), params)
+        return params
 
     def log_prob(
         self, data: Dataset, params: Float[Array, "individuals draws k"], *, chunk_size: int | None = None
@@ -221,6 +224,7 @@ class AmortizedPosterior(eqx.Module):
                 f"`params` must have shape (individuals={n}, draws, k={k}) with the last axis in the order "
                 f"{self.param_names}; got {params.shape}."
             )
+        params = self.model.canonicalize(params)  # density of the symmetric posterior (see `sample`)
         z = np.asarray((params - self.param_loc) / self.param_scale, np.float32)
         size = self._chunk_size(chunk_size, n, params.shape[1])
         outs = []
@@ -229,7 +233,7 @@ class AmortizedPosterior(eqx.Module):
                 args = [_pad(a[s:e], size) for a in (times, values, mask, z)]
                 outs.append(_log_prob_chunk(self.summary, self.flow, *args)[: e - s])
             lq = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
-        return lq.astype(jnp.float64) - jnp.sum(jnp.log(self.param_scale))
+        return lq.astype(jnp.float64) - jnp.sum(jnp.log(self.param_scale)) - self.model.log_num_symmetries
 
     def summaries(self, data: Dataset, *, chunk_size: int | None = None) -> Float[Array, "individuals summary_dim"]:
         """The summary network's output for every individual, shape `(N, summary_dim)` (float32)."""

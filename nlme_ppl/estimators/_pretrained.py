@@ -15,7 +15,7 @@ __all__ = ["PRETRAINED_CONFIGS", "train_pretrained"]
 
 PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
     "frohlich_simple": (
-        150_000,
+        100_000,
         TrainConfig(
             summary="deepset",
             summary_dim=32,
@@ -29,13 +29,14 @@ PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
             nn_width=96,
             nn_depth=1,
             batch_size=256,
-            learning_rate=1e-3,
+            learning_rate=3e-3,
             lr_schedule="cosine",
             final_lr_fraction=0.02,
             clip_norm=5.0,
-            max_epochs=52,
-            patience=10,
+            max_epochs=35,
+            patience=8,
             validation_fraction=0.1,
+            summary_regression=1.0,
         ),
         20240,
     ),

@@ -37,6 +37,12 @@ class IndividualModel(eqx.Module):
     - `design_prior`: optional `(key, n) -> batched design` used when simulating training data,
       so that the estimator sees varied designs. Default: the fixed `design` for everyone.
     - `description`: free text shown in docs and `repr`.
+    - `exchangeable`: groups of parameters that the likelihood and the training prior treat
+      symmetrically (e.g. `(("delta", "gamma"),)` when swapping two rates leaves the
+      solution unchanged). Their posterior is multimodal by symmetry. Estimators then learn
+      the *canonical* (sorted, largest first) form, which is unimodal and much easier, and
+      sample the exact symmetric posterior by permuting each draw's group uniformly at random.
+      The training priors within a group must be identical (checked).
 
     Every latent site must be a scalar with support on the whole real line: write positive
     quantities on the log scale (`log_k ~ Normal`, then `jnp.exp(log_k)` in the simulator).
@@ -50,6 +56,7 @@ class IndividualModel(eqx.Module):
     prior: dict[str, dist.Distribution]
     design_prior: Callable | None = eqx.field(static=True)
     description: str = eqx.field(static=True)
+    exchangeable: tuple[tuple[str, ...], ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -60,6 +67,7 @@ class IndividualModel(eqx.Module):
         obs_site: str = "obs",
         design_prior: Callable | None = None,
         description: str = "",
+        exchangeable: tuple[tuple[str, ...], ...] = (),
     ):
         if not callable(fn):
             raise TypeError(f"`fn` must be a NumPyro program (a callable); got {type(fn).__name__}.")
@@ -75,6 +83,8 @@ class IndividualModel(eqx.Module):
         self.fn, self.design, self.name, self.obs_site = fn, design, name, obs_site
         self.design_prior, self.description = design_prior, description
         self.param_names, self.prior = _inspect(fn, design, obs_site, name)
+        self.exchangeable = tuple(tuple(g) for g in exchangeable)
+        _check_exchangeable(self)
 
     # ------------------------------------------------------------------ densities
     @property
@@ -94,6 +104,32 @@ class IndividualModel(eqx.Module):
     def prior_sample(self, key, shape=()) -> Float[Array, "... k"]:
         keys = jax.random.split(key, self.num_params)
         return jnp.stack([self.prior[n].sample(k, shape) for k, n in zip(keys, self.param_names)], -1)
+
+    # ------------------------------------------------------------------ symmetry
+    def _groups(self):
+        return [jnp.array([self.param_names.index(n) for n in g]) for g in self.exchangeable]
+
+    def canonicalize(self, params: Float[Array, "... k"]) -> Float[Array, "... k"]:
+        """Sort each `exchangeable` group in decreasing order (identity without groups)."""
+        params = jnp.asarray(params)
+        for idx in self._groups():
+            params = params.at[..., idx].set(-jnp.sort(-params[..., idx], axis=-1))
+        return params
+
+    def symmetrize(self, key, params: Float[Array, "... k"]) -> Float[Array, "... k"]:
+        """Permute each `exchangeable` group of every vector uniformly at random."""
+        params = jnp.asarray(params)
+        for k, idx in zip(jax.random.split(key, max(1, len(self.exchangeable))), self._groups()):
+            order = jnp.argsort(jax.random.uniform(k, (*params.shape[:-1], idx.size)), axis=-1)
+            params = params.at[..., idx].set(jnp.take_along_axis(params[..., idx], order, axis=-1))
+        return params
+
+    @property
+    def log_num_symmetries(self) -> float:
+        """log of the number of equivalent relabelings, Σ_groups log(|group|!)."""
+        import math
+
+        return float(sum(math.lgamma(len(g) + 1) for g in self.exchangeable))
 
     # ------------------------------------------------------------------ designs
     def sample_designs(self, key, num: int) -> PyTree:
@@ -136,12 +172,32 @@ class IndividualModel(eqx.Module):
             "param_names": list(self.param_names),
             "obs_site": self.obs_site,
             "prior": self.prior_spec(),
+            "exchangeable": [list(g) for g in self.exchangeable],
             "design": {k: np.asarray(v, float).round(10).tolist() for k, v in sorted(self.design.items())},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         return f"IndividualModel({self.name!r}, params={self.param_names}, T={jnp.shape(self.design['times'])[0]})"
+
+
+def _check_exchangeable(model) -> None:
+    seen = set()
+    for g in model.exchangeable:
+        unknown = [n for n in g if n not in model.param_names]
+        if unknown or len(g) < 2:
+            raise ValueError(
+                f"model {model.name!r}: each exchangeable group needs at least two of {model.param_names}; got {g}."
+            )
+        if seen & set(g):
+            raise ValueError(f"model {model.name!r}: parameter(s) {sorted(seen & set(g))} appear in two exchangeable groups.")
+        seen |= set(g)
+        specs = {json.dumps(_dist_spec(model.prior[n]), sort_keys=True) for n in g}
+        if len(specs) > 1:
+            raise ValueError(
+                f"model {model.name!r}: exchangeable parameters {g} must have the same training prior; "
+                f"got {[model.prior_spec()[n] for n in g]}."
+            )
 
 
 def _dist_spec(d: dist.Distribution) -> dict[str, Any]:

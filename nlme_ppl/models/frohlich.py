@@ -69,7 +69,9 @@ def frohlich_simple(times=None) -> IndividualModel:
 
     Observations: y(t) = log(p(t) + offset) + sigma·ε at t = 1/6, 2/6, …, 30 h.
 
-    δ and γ enter the solution symmetrically, so individual posteriors are bimodal. Population
+    δ and γ enter the solution symmetrically, so individual posteriors are bimodal; the model
+    declares them `exchangeable`, so estimators learn the sorted pair and sample both modes
+    exactly by symmetry. Population
     inference tells the two apart only through prior knowledge (mRNA usually decays faster
     than protein), e.g. priors on `mean[delta]` and `mean[gamma]` in
     [`populations.gaussian`][nlme_ppl.populations.gaussian].
@@ -80,4 +82,5 @@ def frohlich_simple(times=None) -> IndividualModel:
         {"times": t},
         name="frohlich_simple",
         description="Fröhlich et al. (2018) two-state mRNA transfection model, closed form.",
+        exchangeable=(("delta", "gamma"),),
     )
