@@ -85,6 +85,8 @@ class TrainConfig(eqx.Module):
         for name in ("summary_dim", "hidden_size", "summary_depth", "patch_size", "flow_layers", "knots", "nn_width",
                      "nn_depth", "batch_size", "max_epochs", "patience"):
             _positive_int(name, getattr(self, name))
+        if not (self.summary_regression >= 0):
+            raise ValueError(f"TrainConfig.summary_regression must be >= 0; got {self.summary_regression!r}.")
         for name in ("interval", "learning_rate", "clip_norm", "final_lr_fraction"):
             _positive_float(name, getattr(self, name))
         if self.final_lr_fraction > 1:

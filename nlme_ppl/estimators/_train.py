@@ -191,6 +191,11 @@ def train(
     elif num_simulations is not None:
         raise ValueError("pass `simulations` or `num_simulations`, not both.")
     _check_simulations(model, simulations)
+    if config.summary_regression and config.summary_dim < model.num_params:
+        raise ValueError(
+            f"TrainConfig.summary_dim={config.summary_dim} is smaller than the {model.num_params} parameters "
+            f"of {model.name!r}, so the summary cannot regress them; raise summary_dim or set summary_regression=0."
+        )
 
     n = len(simulations)
     n_val = max(1, int(round(n * config.validation_fraction)))
