@@ -145,7 +145,7 @@ class _Surrogate(Messenger):
         msg["is_observed"] = True
 
 
-def amortize(population, draws: SurrogateDraws, *, site: str = "obs"):
+def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "obs"):
     """Return the surrogate model: `population` with the individual likelihood replaced.
 
     The population program's individual-parameter sites (by name, or a vector site with
@@ -159,9 +159,15 @@ def amortize(population, draws: SurrogateDraws, *, site: str = "obs"):
 
     A site whose distribution is a `Delta` (a parameter without random effect) gets a
     Gaussian kernel of width `draws.bandwidth` around its value instead of the point mass.
+
+    With `draws=None`, the surrogate takes the draws as a keyword argument,
+    `surrogate(*args, draws=..., **kwargs)`, so that jitted inference receives them as an
+    input rather than baking millions of numbers into the compiled program.
     """
 
-    def surrogate(*args, **kwargs):
+    def surrogate(*args, draws=draws, **kwargs):
+        if draws is None:
+            raise TypeError("this surrogate was built without draws: call it with draws=SurrogateDraws(...).")
         handler = _Surrogate(draws)
         with handler:
             out = population(*args, **kwargs)

@@ -92,8 +92,9 @@ def parameter_table(params: dict, stderr: dict | None = None, truth: dict | None
     return pd.DataFrame(rows).set_index("parameter")
 
 
-def _starts(population, surrogate, data, draws: SurrogateDraws, key, num_starts: int, jitter: float, template):
+def _starts(population, data, draws: SurrogateDraws, key, num_starts: int, jitter: float, template, site):
     """Unconstrained starting points `(num_starts, d)`."""
+    surrogate = amortize(population, draws, site=site)
     if hasattr(population, "init_values"):
         base = population.init_values(draws.values)
         z0, _ = ravel_pytree(unconstrain_fn(surrogate, (data,), {}, base))
@@ -121,22 +122,40 @@ def _lbfgs(value_fn, z0, *, max_iter: int, tol: float):
         return (i == 0) | ((i < max_iter) & ~done & jnp.isfinite(value))
 
     z, state, iters = jax.lax.while_loop(keep_going, step, (z0, opt.init(z0), 0))
-    value, grad = value_fn(z), jax.grad(value_fn)(z)
+    value, grad = jax.value_and_grad(value_fn)(z)
     converged = jnp.linalg.norm(grad) <= tol * (1.0 + jnp.abs(value))
     return z, value, converged, iters
 
 
-def _potential(surrogate, data, key):
-    """Unconstrained template, the negative log posterior *without* the change-of-variables
-    Jacobian (so its optimum is the mode in the model's own parametrisation), and the map to
-    constrained values (deterministic sites included)."""
-    info = initialize_model(key, surrogate, model_args=(data,), dynamic_args=False)
+def _neg_log_post(population, site, draws, data, template, z):
+    """Negative log posterior of the surrogate *without* the change-of-variables Jacobian, so
+    that its optimum is the mode in the model's own parametrisation."""
+    surrogate = amortize(population, draws, site=site)
+    params = constrain_fn(surrogate, (data,), {}, ravel_pytree(template)[1](z))
+    return -log_density(surrogate, (data,), {}, params)[0]
 
-    def objective(z):
-        params = constrain_fn(surrogate, (data,), {}, z)
-        return -log_density(surrogate, (data,), {}, params)[0]
 
-    return info.param_info.z, objective, info.postprocess_fn
+# Module-level and jitted with the draws and data as *inputs*: the compiled programs are
+# cached across calls (same population, shapes and options) and never embed the N·M·k draws.
+@eqx.filter_jit
+def _run_lbfgs(population, site, draws, data, template, z0, max_iter, tol):
+    value_fn = lambda z: _neg_log_post(population, site, draws, data, template, z)  # noqa: E731
+    return jax.vmap(lambda z: _lbfgs(value_fn, z, max_iter=max_iter, tol=tol))(z0)
+
+
+@eqx.filter_jit
+def _values(population, site, draws, data, template, zs):
+    return jax.vmap(lambda z: _neg_log_post(population, site, draws, data, template, z))(zs)
+
+
+@eqx.filter_jit
+def _hessian(population, site, draws, data, template, z):
+    return jax.hessian(lambda zz: _neg_log_post(population, site, draws, data, template, zz))(z)
+
+
+def _template(population, draws, data, key, site):
+    info = initialize_model(key, amortize(population, draws, site=site), model_args=(data,), dynamic_args=False)
+    return info.param_info.z, info.postprocess_fn
 
 
 def fit_map_draws(population, draws: SurrogateDraws, data, key, *, num_starts=10, max_iter=500, tol=1e-8, jitter=0.5, fresh_draws: SurrogateDraws | None = None, num_rescore=3, site="obs"):
@@ -144,30 +163,25 @@ def fit_map_draws(population, draws: SurrogateDraws, data, key, *, num_starts=10
     check_keys(key)
     num_starts = positive_int(num_starts, name="num_starts")
     k_init, k_start = jax.random.split(key)
-    surrogate = amortize(population, draws, site=site)
-    template, potential, postprocess = _potential(surrogate, data, k_init)
+    template, postprocess = _template(population, draws, data, k_init, site)
     _, unravel = ravel_pytree(template)
-    value_fn = lambda z: potential(unravel(z))  # noqa: E731
-    z0 = _starts(population, surrogate, data, draws, k_start, num_starts, jitter, template)
-    run = jax.jit(jax.vmap(lambda z: _lbfgs(value_fn, z, max_iter=max_iter, tol=tol)))
-    zs, losses, converged, iters = jax.device_get(run(z0))
+    z0 = _starts(population, data, draws, k_start, num_starts, jitter, template, site)
+    zs, losses, converged, iters = jax.device_get(_run_lbfgs(population, site, draws, data, template, z0, int(max_iter), float(tol)))
     losses = np.where(np.isfinite(losses), losses, np.inf)
     order = np.argsort(losses)
     rescored = np.full(num_starts, np.nan)
     best = int(order[0])
     if fresh_draws is not None and num_starts > 1:
-        fresh = amortize(population, fresh_draws, site=site)
-        _, fresh_potential, _ = _potential(fresh, data, k_init)
         cand = order[: min(num_rescore, num_starts)]
         cand = cand[np.isfinite(losses[cand])]
-        vals = jax.device_get(jax.vmap(lambda z: fresh_potential(unravel(z)))(zs[cand]))
-        rescored[cand] = vals
-        best = int(cand[np.argmin(vals)])
+        rescored[cand] = jax.device_get(_values(population, site, fresh_draws, data, template, jnp.asarray(zs[cand])))
+        best = int(cand[np.argmin(rescored[cand])])
     z = jnp.asarray(zs[best])
     site_values = {k: np.asarray(v) for k, v in postprocess(unravel(z)).items()}
     flat = lambda zz: jnp.stack(list(flatten_params(population, postprocess(unravel(zz))).values()))  # noqa: E731
     labels = list(flatten_params(population, site_values))
-    stderr = _stderr(value_fn, flat, z, labels)
+    stderr = _stderr(np.asarray(_hessian(population, site, draws, data, template, z)), flat, z, labels)
+    surrogate = amortize(population, draws, site=site)
     pointwise = log_likelihood(surrogate, site_values, data, batch_ndims=0)[site]
     return MAPResult(
         params={k: float(v) for k, v in flatten_params(population, site_values).items()},
@@ -185,10 +199,9 @@ def fit_map_draws(population, draws: SurrogateDraws, data, key, *, num_starts=10
     )
 
 
-def _stderr(value_fn, flat, z, labels) -> dict[str, float]:
-    hess = jax.hessian(value_fn)(z)
+def _stderr(hess, flat, z, labels) -> dict[str, float]:
     try:
-        chol = np.linalg.cholesky(np.asarray(hess))
+        chol = np.linalg.cholesky(hess)
     except np.linalg.LinAlgError:
         return {k: float("nan") for k in labels}
     cov_z = np.linalg.inv(chol).T @ np.linalg.inv(chol)
