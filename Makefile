@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) site demo_output

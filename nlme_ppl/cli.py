@@ -100,7 +100,7 @@ def _fit(args) -> int:
     if args.method == "nuts":
         import arviz as az
 
-        idata = nlp.fit_nuts(population, post, data, key, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples)
+        idata = nlp.fit_nuts(population, post, data, key, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit)
         idata.to_netcdf(out / "posterior.nc", engine="h5netcdf")
         summary = az.summary(idata, var_names=["mean", "sd"] + (["corr"] if "corr" in idata.posterior else []), ci_prob=0.9)
         table = summary.join(table[["value", "cv_percent"]].add_prefix("map_"), how="left")

@@ -65,7 +65,7 @@ def run_demo(out: str | Path = "demo_output", *, num_individuals: int = 500, num
     fit = nlp.fit_map(population, post, data, k_map, num_draws=num_draws, num_starts=10)
     t_map = time.perf_counter() - t0
     t0 = time.perf_counter()
-    idata = nlp.fit_nuts(population, post, data, k_nuts, num_draws=num_draws, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, progress=progress)
+    idata = nlp.fit_nuts(population, post, data, k_nuts, num_draws=num_draws, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, init=fit, progress=progress)
     t_nuts = time.perf_counter() - t0
 
     import arviz as az

@@ -31,7 +31,7 @@ class TrainConfig(eqx.Module):
 
     **Architecture:**
 
-    - `summary`: summary network, `"deepset"` ([`DeepSetSummary`][]) or `"gru"` ([`GRUSummary`][]).
+    - `summary`: summary network, `"deepset"` ([`DeepSetSummary`][nlme_ppl.estimators.DeepSetSummary]) or `"gru"` ([`GRUSummary`][nlme_ppl.estimators.GRUSummary]).
     - `summary_dim`: size of the summary (the flow's condition).
     - `hidden_size`: width of the summary network.
     - `summary_depth`: hidden layers of the DeepSet's per-observation MLP.

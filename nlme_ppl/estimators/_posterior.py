@@ -122,7 +122,7 @@ class AmortizedPosterior(eqx.Module):
     - `flow`: the flowjax conditional flow on standardised parameters.
     - `param_loc`, `param_scale`: the parameter standardisation, `φ = loc + scale · z`.
     - `config`: the [`TrainConfig`][nlme_ppl.TrainConfig] it was built and trained with.
-    - `history`: the [`TrainingHistory`][] (losses per epoch, best epoch, timings).
+    - `history`: the [`TrainingHistory`][nlme_ppl.estimators.TrainingHistory] (losses per epoch, best epoch, timings).
     """
 
     model: IndividualModel
@@ -248,7 +248,7 @@ class AmortizedPosterior(eqx.Module):
             return jnp.concatenate(outs) if len(outs) > 1 else outs[0]
 
     def save(self, path: str | Path) -> None:
-        """Write this estimator to one file (see [`save_posterior`][nlme_ppl.save_posterior])."""
+        """Write this estimator to one file (see [`save_posterior`][nlme_ppl.estimators.save_posterior])."""
         from ..io.serialization import save_posterior
 
         save_posterior(self, path)

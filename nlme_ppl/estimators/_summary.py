@@ -39,7 +39,7 @@ class InputScaling(eqx.Module):
     """Standardisation of network inputs: `t / time_scale`, gaps `Δt / gap_scale`, and
     `(y - value_loc) / value_scale`.
 
-    The scalars are fitted on training data by [`InputScaling.fit`][] and are not trained
+    The scalars are fitted on training data by [`InputScaling.fit`][nlme_ppl.estimators.InputScaling.fit] and are not trained
     (gradients are stopped).
     """
 

@@ -36,7 +36,7 @@ def fit_nuts(
     """Sample the population posterior with NumPyro NUTS over the amortized surrogate.
 
     The draws φ_ij ~ q(φ | y_i) are taken once (`num_draws` per individual) and passed to the
-    sampler as an input. Chains start at `init` (a [`MAPResult`][nlme_ppl.MAPResult] you
+    sampler as an input. Chains start at `init` (a [`MAPResult`][nlme_ppl.inference.map.MAPResult] you
     already have), else at the MAP found on the same draws (`init_map=True`, recommended: a
     MAP start keeps step sizes sane at large N), else at NumPyro's default.
 

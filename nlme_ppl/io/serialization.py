@@ -154,7 +154,7 @@ def _check_model(path, meta: dict, model) -> None:
 
 
 def load_posterior(path: str | Path, *, model=None):
-    """Load an estimator written by [`save_posterior`][nlme_ppl.save_posterior].
+    """Load an estimator written by [`save_posterior`][nlme_ppl.estimators.save_posterior].
 
     **Arguments:**
 
