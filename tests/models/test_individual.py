@@ -83,3 +83,35 @@ def test_refuses_design_without_times():
 def test_unknown_builtin():
     with pytest.raises(ValueError, match=r"unknown model 'nope'; the built-in models are \['frohlich_simple'"):
         nlp.models.get("nope")
+
+
+def swap(design, obs=None):
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    c = numpyro.sample("c", dist.Normal(0.0, 2.0))
+    numpyro.sample("obs", dist.Normal((a * b + c) * design["times"], 1.0).to_event(1), obs=obs)
+
+
+def test_exchangeable_canonicalize_and_symmetrize():
+    m = nlp.models.IndividualModel(swap, DESIGN, name="swap", exchangeable=(("a", "b"),))
+    x = jnp.array([[0.1, 0.7, 3.0], [0.9, -0.2, 1.0]])
+    np.testing.assert_array_equal(m.canonicalize(x), [[0.7, 0.1, 3.0], [0.9, -0.2, 1.0]])
+    draws = m.symmetrize(jax.random.key(0), jnp.tile(jnp.array([1.0, 0.0, 5.0]), (20000, 1)))
+    np.testing.assert_array_equal(draws[:, 2], 5.0)  # other parameters untouched
+    frac = float(jnp.mean(draws[:, 0] == 1.0))
+    assert abs(frac - 0.5) < 4 * np.sqrt(0.25 / 20000)  # each order with probability 1/2
+    assert m.log_num_symmetries == pytest.approx(np.log(2.0))
+    assert m.fingerprint() != nlp.models.IndividualModel(swap, DESIGN, name="swap").fingerprint()
+
+
+@pytest.mark.parametrize(
+    "groups, match",
+    [
+        ((("a", "c"),), r"exchangeable parameters \('a', 'c'\) must have the same training prior"),
+        ((("a", "zz"),), r"each exchangeable group needs at least two of"),
+        ((("a", "b"), ("b", "c")), r"appear in two exchangeable groups"),
+    ],
+)
+def test_exchangeable_refusals(groups, match):
+    with pytest.raises(ValueError, match=match):
+        nlp.models.IndividualModel(swap, DESIGN, name="swap", exchangeable=groups)
