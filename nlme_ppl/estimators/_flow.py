@@ -20,7 +20,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._summary import to_float32
 
-__all__ = ["FLOW_KINDS", "build_flow", "flow_log_prob", "flow_sample"]
+__all__ = ["FLOW_KINDS", "build_flow", "flow_log_prob", "flow_log_prob_many", "flow_sample", "flow_sample_many"]
 
 #: Flow architectures `build_flow` knows: flowjax coupling flow or masked autoregressive flow.
 FLOW_KINDS = ("coupling", "maf")
@@ -118,3 +118,39 @@ def flow_sample(flow: Transformed, u: Float[Array, " k"], cond: Float[Array, " c
     """Push a standard-normal draw `u` through the flow: a draw of q(z | cond)."""
     bij = paramax.unwrap(flow.bijection)
     return bij.transform(u, cond)
+
+
+def _split_affine(flow: Transformed):
+    """The flow's bijection without its final `ConditionalAffine` layer, and that layer (or None)."""
+    bij = paramax.unwrap(flow.bijection)
+    if isinstance(bij, Chain) and isinstance(bij.bijections[-1], ConditionalAffine):
+        rest = bij.bijections[:-1]
+        return (rest[0] if len(rest) == 1 else Chain(rest)), bij.bijections[-1]
+    return bij, None
+
+
+def flow_sample_many(flow: Transformed, u: Float[Array, "draws k"], cond: Float[Array, " c"]) -> Float[Array, "draws k"]:
+    """`flow_sample` for many draws sharing one condition.
+
+    The final `ConditionalAffine` layer depends on the condition only, so its location and
+    scale are computed once rather than once per draw.
+    """
+    inner, affine = _split_affine(flow)
+    x = jax.vmap(inner.transform, in_axes=(0, None))(u, cond)
+    if affine is not None:
+        loc, log_scale = affine._loc_scale(cond)
+        x = loc + jnp.exp(log_scale) * x
+    return x
+
+
+def flow_log_prob_many(flow: Transformed, z: Float[Array, "draws k"], cond: Float[Array, " c"]) -> Float[Array, " draws"]:
+    """`flow_log_prob` for many points sharing one condition (the affine layer computed once)."""
+    inner, affine = _split_affine(flow)
+    log_det = jnp.zeros((), z.dtype)
+    if affine is not None:
+        loc, log_scale = affine._loc_scale(cond)
+        z = (z - loc) * jnp.exp(-log_scale)
+        log_det = -jnp.sum(log_scale)
+    u, ld = jax.vmap(inner.inverse_and_log_det, in_axes=(0, None))(z, cond)
+    base = jnp.sum(-0.5 * u * u, axis=-1) - 0.5 * z.shape[-1] * jnp.log(2 * jnp.pi).astype(u.dtype)
+    return (base + ld + log_det).astype(z.dtype)

@@ -16,7 +16,7 @@ from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..models import IndividualModel
 from ._config import TrainConfig, TrainingHistory
-from ._flow import build_flow, flow_log_prob, flow_sample
+from ._flow import build_flow, flow_log_prob_many, flow_sample_many
 from ._summary import AbstractSummary, DeepSetSummary, GRUSummary, InputScaling
 
 __all__ = ["AmortizedPosterior", "build_networks"]
@@ -79,7 +79,7 @@ def _sample_chunk(summary, flow, times, values, mask, index, key, num_draws: int
     def one(t, y, m, i):
         s = summary(t, y, m)
         u = jax.random.normal(jax.random.fold_in(key, i), (num_draws, dim), jnp.float32)
-        return jax.vmap(flow_sample, in_axes=(None, 0, None))(flow, u, s)
+        return flow_sample_many(flow, u, s)
 
     return jax.vmap(one)(times, values, mask, index)
 
@@ -90,7 +90,7 @@ def _log_prob_chunk(summary, flow, times, values, mask, z):
 
     def one(t, y, m, zi):
         s = summary(t, y, m)
-        return jax.vmap(flow_log_prob, in_axes=(None, 0, None))(flow, zi, s)
+        return flow_log_prob_many(flow, zi, s)
 
     return jax.vmap(one)(times, values, mask, z)
 

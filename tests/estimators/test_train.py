@@ -11,14 +11,18 @@ from nlme_ppl.estimators import TrainConfig, train
 
 from ._helpers import SMALL, exact_posterior, linear_model
 
-# Posterior SDs are about 0.3 (a) and 0.55 (b) here; the tolerances below are in those units.
-MEAN_TOL_SD = 0.25  # |E_q[φ] - E_p[φ | y]| < 0.25 posterior SDs
-SD_RTOL = 0.25  # |SD_q / SD_p - 1| < 25 %
+# Tolerances, on 50 held-out data sets, in units of the exact posterior SD (about 0.28 for a and
+# 0.46 for b). Measured on this CPU: median 0.07, max 0.53, SD ratios 0.91-1.07, KL gap 0.015.
+MEDIAN_MEAN_TOL = 0.15  # median over data sets and parameters of |E_q[φ] - E_p[φ | y]| / SD_p
+MAX_MEAN_TOL = 0.8  # the worst data set (the tails of the prior predictive are seen least in training)
+SD_RATIO = (0.8, 1.25)  # SD_q / SD_p
+KL_TOL = 0.05  # best validation loss (an estimate of E[-log q]) minus the exact posterior entropy
+NUM_SIMULATIONS = 16_000
 
 FAST = TrainConfig(
     summary="deepset", summary_dim=8, hidden_size=32, summary_depth=1, patch_size=2,
     flow_layers=2, knots=6, interval=5.0, nn_width=32, batch_size=128, learning_rate=3e-3,
-    max_epochs=25, patience=25,
+    max_epochs=30, patience=30,
 )
 
 
@@ -26,20 +30,22 @@ FAST = TrainConfig(
 def trained(tmp_path_factory):
     model = linear_model()
     plot = tmp_path_factory.mktemp("plots") / "loss.png"
-    post = train(model, jax.random.key(0), num_simulations=8000, config=FAST, progress=False, loss_plot=plot)
+    post = train(model, jax.random.key(0), num_simulations=NUM_SIMULATIONS, config=FAST, progress=False, loss_plot=plot)
     return post, plot
 
 
 def test_matches_the_closed_form_posterior(trained):
     post, _ = trained
     model = post.model
-    sims = nlp.simulate(model, jax.random.key(123), num_simulations=6, progress=False)
+    sims = nlp.simulate(model, jax.random.key(123), num_simulations=50, progress=False)
     mean, cov = exact_posterior(sims.data.times, sims.data.values, sims.data.mask)
     sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
     draws = np.asarray(post.sample(sims.data, jax.random.key(1), num_draws=4000))
-    q_mean, q_sd = draws.mean(1), draws.std(1)
-    assert np.all(np.abs(q_mean - mean) < MEAN_TOL_SD * sd), (q_mean, mean, sd)
-    assert np.all(np.abs(q_sd / sd - 1) < SD_RTOL), (q_sd, sd)
+    err = np.abs(draws.mean(1) - mean) / sd
+    ratio = draws.std(1) / sd
+    assert np.median(err) < MEDIAN_MEAN_TOL, np.median(err)
+    assert err.max() < MAX_MEAN_TOL, err.max()
+    assert SD_RATIO[0] < ratio.min() and ratio.max() < SD_RATIO[1], (ratio.min(), ratio.max())
 
 
 def test_history_and_loss_plot(trained):
@@ -48,14 +54,14 @@ def test_history_and_loss_plot(trained):
     assert h.epochs == FAST.max_epochs == len(h.val_loss)
     assert h.val_loss[-1] < h.val_loss[0]
     assert h.best_val_loss == min(h.val_loss)
-    assert h.num_train + h.num_val == 8000
+    assert h.num_train + h.num_val == NUM_SIMULATIONS
     assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the loss is -log q on the original scale: near the exact posterior's entropy (a Gaussian)
     model = post.model
     sims = nlp.simulate(model, jax.random.key(5), num_simulations=2000, progress=False)
     _, cov = exact_posterior(sims.data.times, sims.data.values, sims.data.mask)
     entropy = np.mean(0.5 * np.linalg.slogdet(2 * np.pi * np.e * cov)[1])
-    assert abs(h.best_val_loss - entropy) < 0.1, (h.best_val_loss, entropy)
+    assert -0.02 < h.best_val_loss - entropy < KL_TOL, (h.best_val_loss, entropy)
 
 
 def test_early_stopping_restores_the_best_weights():
