@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     ax.set_xlabel("log δ (mRNA degradation)")
     ax.set_ylabel("log γ (protein degradation)")
     ax.set_title(f"q(δ, γ | y): {args.num_draws} draws")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower left")
 
     ax = axes[2]
     bins = np.linspace(lo, hi, 80)
