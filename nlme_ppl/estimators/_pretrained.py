@@ -15,7 +15,7 @@ __all__ = ["PRETRAINED_CONFIGS", "train_pretrained"]
 
 PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
     "frohlich_simple": (
-        100_000,
+        120_000,
         TrainConfig(
             summary="deepset",
             summary_dim=32,
@@ -33,8 +33,8 @@ PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
             lr_schedule="cosine",
             final_lr_fraction=0.02,
             clip_norm=5.0,
-            max_epochs=35,
-            patience=8,
+            max_epochs=50,
+            patience=10,
             validation_fraction=0.1,
             summary_regression=1.0,
         ),
