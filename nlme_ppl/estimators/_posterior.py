@@ -21,8 +21,9 @@ from ._summary import AbstractSummary, DeepSetSummary, GRUSummary, InputScaling
 
 __all__ = ["AmortizedPosterior", "build_networks"]
 
-#: Draws evaluated per chunk when `chunk_size` is not given (individuals × draws).
-_DRAWS_PER_CHUNK = 2**16
+#: Draws evaluated per chunk when `chunk_size` is not given (individuals × draws); 20k was
+#: faster than 65k on a 2-core CPU (cache), 11 s vs 15 s for N=10,000 × M=100.
+_DRAWS_PER_CHUNK = 20_000
 
 
 def build_networks(
@@ -181,7 +182,7 @@ class AmortizedPosterior(eqx.Module):
           the result does not depend on `chunk_size`.
         - `num_draws`: draws per individual, `M`.
         - `chunk_size`: individuals per compiled call (bounds memory). Default: about
-          65,000 draws per call.
+          20,000 draws per call (measured fastest on this CPU).
 
         **Returns:** float64 array of shape `(N, M, k)`, last axis in `param_names` order.
         """

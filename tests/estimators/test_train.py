@@ -124,8 +124,8 @@ def test_config_dict_round_trip():
 def test_gru_and_maf_train(tmp_path):
     """Every summary network and flow kind trains end to end (a smoke test)."""
     model = linear_model()
-    sims = nlp.simulate(model, jax.random.key(4), num_simulations=400, progress=False)
-    config = dataclasses.replace(SMALL, summary="gru", flow="maf", batch_size=64, max_epochs=2)
+    sims = nlp.simulate(model, jax.random.key(4), num_simulations=200, progress=False)
+    config = dataclasses.replace(SMALL, summary="gru", flow="maf", flow_layers=1, batch_size=64, max_epochs=1)
     post = train(model, jax.random.key(5), simulations=sims, config=config, progress=False)
     assert post.sample(sims.data.subset(slice(0, 3)), jax.random.key(0), num_draws=4).shape == (3, 4, 2)
     post.save(tmp_path / "gru_maf.nlp")
