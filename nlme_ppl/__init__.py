@@ -8,7 +8,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from . import demo as demo, diagnostics as diagnostics, models as models, populations as populations  # noqa: E402
+from . import demo as demo, diagnostics as diagnostics, estimators as estimators, models as models, populations as populations  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset  # noqa: E402
 from .estimators import (  # noqa: E402
@@ -16,6 +16,7 @@ from .estimators import (  # noqa: E402
     TrainConfig as TrainConfig,
     load_posterior as load_posterior,
     pretrained as pretrained,
+    save_posterior as save_posterior,
     train as train,
 )
 from .inference import MAPResult as MAPResult, fit_map as fit_map, fit_nuts as fit_nuts  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "amortize",
     "demo",
     "diagnostics",
+    "estimators",
     "fit_map",
     "fit_nuts",
     "load_posterior",
@@ -39,6 +41,7 @@ __all__ = [
     "populations",
     "prepare_draws",
     "pretrained",
+    "save_posterior",
     "simulate",
     "simulate_data",
     "train",
