@@ -20,7 +20,7 @@ from .estimators import (  # noqa: E402
     train as train,
 )
 from .inference import MAPResult as MAPResult, fit_map as fit_map, fit_nuts as fit_nuts  # noqa: E402
-from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, prepare_draws as prepare_draws  # noqa: E402
+from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, log_weights as log_weights, prepare_draws as prepare_draws  # noqa: E402
 from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data  # noqa: E402
 
 __all__ = [

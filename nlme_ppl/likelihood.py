@@ -17,12 +17,13 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.primitives import Messenger
 
-__all__ = ["SurrogateDraws", "amortize", "prepare_draws"]
+__all__ = ["SurrogateDraws", "amortize", "log_weights", "prepare_draws"]
 
 #: numpyro site type given to intercepted individual-parameter sites (ignored by inference).
 AMORTIZED_SITE = "amortized"
@@ -37,12 +38,19 @@ class SurrogateDraws(eqx.Module):
     - `log_prior`: `(N, M)` training-prior log-density of each draw.
     - `bandwidth`: `(N, k)` kernel widths used for parameters without a random effect
       (a `Delta` population distribution): Scott's rule on each individual's draws.
+    - `centre`: `(N, k)` each individual's mean draw c_i.
+    - `stats`: `(N, M, C)` sufficient statistics of the centred draws d_ij = φ_ij - c_i:
+      the `k` values d, the `k` squares d², then (only when built with `cross=True`) the
+      `k(k-1)/2` cross products d_a d_b, a < b. Gaussian population distributions are
+      evaluated through them as one batched matrix-vector product (the fast path).
     - `param_names`: names of the last axis.
     """
 
     values: Float[Array, "individuals draws k"]
     log_prior: Float[Array, "individuals draws"]
     bandwidth: Float[Array, "individuals k"]
+    centre: Float[Array, "individuals k"]
+    stats: Float[Array, "individuals draws columns"]
     param_names: tuple[str, ...] = eqx.field(static=True)
 
     @property
@@ -53,18 +61,44 @@ class SurrogateDraws(eqx.Module):
     def num_draws(self) -> int:
         return self.values.shape[1]
 
+    @property
+    def num_params(self) -> int:
+        return self.values.shape[2]
 
-def prepare_draws(posterior, data, key, *, num_draws: int = 100, num_fixed: int = 2) -> SurrogateDraws:
+    @property
+    def has_cross(self) -> bool:
+        k = self.num_params
+        return self.stats.shape[-1] == 2 * k + k * (k - 1) // 2
+
+    def with_cross_products(self) -> "SurrogateDraws":
+        """These draws with the cross products d_a d_b appended to `stats` (needed by the fast
+        path of correlated (`MultivariateNormal`) population distributions)."""
+        if self.has_cross:
+            return self
+        d = self.values - self.centre[:, None, :]
+        a, b = np.triu_indices(self.num_params, k=1)
+        stats = jnp.concatenate([self.stats, d[..., a] * d[..., b]], axis=-1)
+        return eqx.tree_at(lambda x: x.stats, self, stats)
+
+
+def wants_cross_products(population) -> bool:
+    """Whether `population` has a correlated Gaussian site that the fast path evaluates through
+    cross products (the built-in Gaussian population with `covariance="full"`)."""
+    return getattr(population, "covariance", None) == "full" and len(getattr(population, "random", ())) > 1
+
+
+def prepare_draws(posterior, data, key, *, num_draws: int = 100, num_fixed: int = 2, cross: bool = False) -> SurrogateDraws:
     """Sample `num_draws` draws per individual from `posterior` and precompute the surrogate's inputs.
 
     `num_fixed` is the dimension used in Scott's bandwidth rule M^(-1/(d+4)) for parameters
-    without random effect (the bandwidth only matters for those).
+    without random effect (the bandwidth only matters for those). `cross=True` also stores
+    the cross products used by correlated Gaussian populations (`covariance="full"`).
     """
     values = jnp.asarray(posterior.sample(data, key, num_draws=num_draws), jnp.float64)
-    return draws_from_values(values, posterior.model, num_fixed=num_fixed)
+    return draws_from_values(values, posterior.model, num_fixed=num_fixed, cross=cross)
 
 
-def draws_from_values(values, model, *, num_fixed: int = 2) -> SurrogateDraws:
+def draws_from_values(values, model, *, num_fixed: int = 2, cross: bool = False) -> SurrogateDraws:
     """[`SurrogateDraws`][nlme_ppl.SurrogateDraws] from given `(N, M, k)` draws of `model`'s parameters."""
     values = jnp.asarray(values, jnp.float64)
     n, m, k = values.shape
@@ -75,7 +109,10 @@ def draws_from_values(values, model, *, num_fixed: int = 2) -> SurrogateDraws:
         raise ValueError(f"the estimator returned non-finite draws for individual at row {bad}; check its data.")
     sd = jnp.std(values, axis=1)
     bandwidth = sd * m ** (-1.0 / (num_fixed + 4))
-    return SurrogateDraws(values, model.prior_log_prob(values), bandwidth, model.param_names)
+    centre = jnp.mean(values, axis=1)
+    d = values - centre[:, None, :]
+    out = SurrogateDraws(values, model.prior_log_prob(values), bandwidth, centre, jnp.concatenate([d, d * d], -1), model.param_names)
+    return out.with_cross_products() if cross else out
 
 
 def _unwrap(fn):
@@ -84,19 +121,50 @@ def _unwrap(fn):
     return fn
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
 class _Surrogate(Messenger):
+    """Collects log p(φ_ij | θ) over the population program's individual-parameter sites.
+
+    Gaussian sites (Normal, a Delta's kernel, MultivariateNormal with a shared scale) add
+    coefficients on the sufficient statistics `draws.stats` (the fast path: one batched
+    matrix-vector product for all of them); any other distribution is evaluated directly.
+    """
+
     def __init__(self, draws: SurrogateDraws):
         super().__init__()
         self.draws = draws
         self.index = {n: i for i, n in enumerate(draws.param_names)}
         self.seen: dict[str, str] = {}
-        self.total = jnp.zeros((draws.num_draws, draws.num_individuals), jnp.float64)
+        n, k = draws.num_individuals, draws.num_params
+        self.coef = jnp.zeros((n, draws.stats.shape[-1]), jnp.float64)
+        self.const = jnp.zeros((n,), jnp.float64)
+        self.generic = None  # (M, N) direct log-densities, when some site is not Gaussian
+        self.pairs = {pair: 2 * k + j for j, pair in enumerate(zip(*np.triu_indices(k, k=1)))}
 
     def _claimed(self, msg) -> tuple[str, ...] | None:
         if msg["name"] in self.index:
             return (msg["name"],)
         names = (msg.get("infer") or {}).get("individual_params")
         return tuple(names) if names is not None else None
+
+    def _gaussian(self, idx: np.ndarray, loc, prec, log_det_scale):
+        """Add log N(φ[idx] | loc, prec⁻¹) via the sufficient statistics: with φ = c + d and
+        e = c - loc, the density is -½ dᵀPd - (Pe)ᵀd - ½ eᵀPe - log|L| - (d/2) log 2π."""
+        k, n = self.draws.num_params, self.draws.num_individuals
+        e = self.draws.centre[:, idx] - loc  # (N, d)
+        pe = jnp.einsum("nab,nb->na" if prec.ndim == 3 else "ab,nb->na", prec, e)
+        diag = jnp.broadcast_to(jnp.diagonal(prec, axis1=-2, axis2=-1), (n, len(idx)))
+        self.coef = self.coef.at[:, idx].add(-pe).at[:, k + idx].add(-0.5 * diag)
+        for a in range(len(idx)):
+            for b in range(a + 1, len(idx)):
+                i, j = sorted((int(idx[a]), int(idx[b])))
+                self.coef = self.coef.at[:, self.pairs[(i, j)]].add(-prec[..., a, b] * jnp.ones(n))
+        self.const = self.const - 0.5 * jnp.sum(pe * e, -1) - log_det_scale - len(idx) * _HALF_LOG_2PI
+
+    def _direct(self, lp):
+        self.generic = lp if self.generic is None else self.generic + lp
 
     def process_message(self, msg):
         if msg["type"] != "sample":
@@ -111,7 +179,7 @@ class _Surrogate(Messenger):
             if n in self.seen:
                 raise ValueError(f"individual parameter {n!r} is declared twice (sites {self.seen[n]!r} and {site!r}).")
             self.seen[n] = site
-        idx = jnp.array([self.index[n] for n in names])
+        idx = np.array([self.index[n] for n in names])
         fn = msg["fn"]
         n_ind = self.draws.num_individuals
         if fn.batch_shape not in ((), (n_ind,)):
@@ -119,30 +187,62 @@ class _Surrogate(Messenger):
                 f"site {site!r} has batch shape {fn.batch_shape}; inside numpyro.plate('individuals', "
                 f"{n_ind}) it should be ({n_ind},). Declare it inside the individuals plate."
             )
-        values = jnp.moveaxis(self.draws.values[..., idx], 1, 0)  # (M, N, d)
         base = _unwrap(fn)
+        centre = self.draws.centre[:, idx]
         if isinstance(base, dist.Delta):
             # No random effect: smooth the point mass with a per-individual Gaussian kernel.
             if len(names) != 1:
                 raise ValueError(f"site {site!r}: a Delta population distribution must be a scalar site.")
             loc = jnp.broadcast_to(base.v, (n_ind,))
-            lp = dist.Normal(loc, self.draws.bandwidth[:, idx[0]]).log_prob(values[..., 0])
+            h = self.draws.bandwidth[:, idx[0]]
+            self._gaussian(idx, loc[:, None], (1.0 / h**2)[:, None, None], jnp.log(h))
             value = loc
         elif len(names) == 1 and fn.event_shape == ():
-            lp = fn.log_prob(values[..., 0])
-            value = jnp.mean(values[..., 0], axis=0)
+            if isinstance(base, dist.Normal):
+                loc = jnp.broadcast_to(base.loc, (n_ind,))
+                scale = jnp.broadcast_to(base.scale, (n_ind,))
+                self._gaussian(idx, loc[:, None], (1.0 / scale**2)[:, None, None], jnp.log(scale))
+            else:
+                self._direct(fn.log_prob(jnp.moveaxis(self.draws.values[..., idx[0]], 1, 0)))
+            value = centre[:, 0]
         elif fn.event_shape == (len(names),):
-            lp = fn.log_prob(values)
-            value = jnp.mean(values, axis=0)
+            if isinstance(base, dist.MultivariateNormal) and base.scale_tril.ndim == 2 and (self.draws.has_cross or len(names) == 1):
+                chol = base.scale_tril
+                inv = jax.scipy.linalg.solve_triangular(chol, jnp.eye(len(names)), lower=True)
+                loc = jnp.broadcast_to(base.loc, (n_ind, len(names)))
+                self._gaussian(idx, loc, inv.T @ inv, jnp.sum(jnp.log(jnp.diagonal(chol))))
+            else:
+                self._direct(fn.log_prob(jnp.moveaxis(self.draws.values[..., idx], 1, 0)))
+            value = centre
         else:
             raise ValueError(
                 f"site {site!r} has event shape {fn.event_shape} but covers {len(names)} individual "
                 f"parameter(s) {names}; a vector site needs event shape ({len(names)},)."
             )
-        self.total = self.total + lp
         msg["type"] = AMORTIZED_SITE
         msg["value"] = value
         msg["is_observed"] = True
+
+    def log_weights(self) -> Float[Array, "individuals draws"]:
+        """log p(φ_ij | θ) - log p_train(φ_ij) over the sites seen so far."""
+        out = jnp.einsum("nmc,nc->nm", self.draws.stats, self.coef) + (self.const[:, None] - self.draws.log_prior)
+        return out if self.generic is None else out + jnp.swapaxes(self.generic, 0, 1)
+
+
+def log_weights(population, draws: SurrogateDraws, params: dict, *args, **kwargs) -> Float[Array, "individuals draws"]:
+    """Log importance weights log p(φ_ij | θ) - log p_train(φ_ij), shape `(N, M)`, at population
+    parameters `params` (constrained site values by site name, e.g. `MAPResult.site_values`).
+
+    `args` and `kwargs` are the population program's own arguments (usually `data`). The
+    surrogate's per-individual term is `logsumexp_j` of these minus log M; their spread tells
+    how well the draws cover the population distribution (see
+    [`importance_from_fit`][nlme_ppl.diagnostics.importance_from_fit]).
+    """
+    handler = _Surrogate(draws)
+    params = {k: v for k, v in params.items() if k not in draws.param_names}
+    with numpyro.handlers.seed(rng_seed=0), handler, numpyro.handlers.substitute(data=params):
+        population(*args, **kwargs)
+    return handler.log_weights()
 
 
 def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "obs"):
@@ -179,8 +279,7 @@ def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "ob
                 "for a parameter without random effect), or one vector site with "
                 "infer={'individual_params': names}."
             )
-        log_w = handler.total - jnp.swapaxes(draws.log_prior, 0, 1)
-        numpyro.factor(site, jax.nn.logsumexp(log_w, axis=0) - math.log(draws.num_draws))
+        numpyro.factor(site, jax.nn.logsumexp(handler.log_weights(), axis=1) - math.log(draws.num_draws))
         return out
 
     surrogate.__name__ = f"amortized_{getattr(population, '__name__', type(population).__name__)}"

@@ -41,6 +41,7 @@ class GaussianPopulation(eqx.Module):
     mean_scale: tuple[float, ...] = eqx.field(static=True, converter=lambda x: tuple(map(float, x)))
     sd_prior_scale: float = eqx.field(static=True)
     lkj_concentration: float = eqx.field(static=True)
+    exchangeable: tuple[tuple[str, ...], ...] = eqx.field(static=True, default=())
 
     @property
     def random(self) -> tuple[str, ...]:
@@ -79,10 +80,24 @@ class GaussianPopulation(eqx.Module):
                 m = mean[names.index(name)]
                 numpyro.sample(name, dist.Delta(m), obs=jnp.broadcast_to(m, (n,)))
 
+    def label(self, draws):
+        """Relabel each exchangeable group of `draws` (`(..., k)`) in the order of the prior means:
+        the parameter with the larger `mean_loc` gets the larger value. Individual posteriors
+        of exchangeable parameters are symmetric, so this is the labelling the population
+        prior favours; it is used only to pick starting points."""
+        draws = jnp.asarray(draws)
+        for group in self.exchangeable:
+            idx = [self.param_names.index(n) for n in group]
+            by_loc = [i for _, i in sorted(((-self.mean_loc[i], i) for i in idx))]  # largest prior mean first
+            values = -jnp.sort(-draws[..., jnp.array(idx)], axis=-1)  # decreasing
+            draws = draws.at[..., jnp.array(by_loc)].set(values)
+        return draws
+
     def init_values(self, draws) -> dict[str, jnp.ndarray]:
         """A starting point from individual draws `(N, M, k)`: medians of per-individual medians,
-        and SDs from their spread (median absolute deviation × 1.4826), floored at 0.05."""
-        med = jnp.median(jnp.asarray(draws), axis=1)  # (N, k)
+        and SDs from their spread (median absolute deviation × 1.4826), floored at 0.05.
+        Exchangeable groups are first labelled by [`label`][nlme_ppl.populations.GaussianPopulation.label]."""
+        med = jnp.median(self.label(draws), axis=1)  # (N, k)
         centre = jnp.median(med, axis=0)
         spread = 1.4826 * jnp.median(jnp.abs(med - centre), axis=0)
         names = self.param_names
@@ -140,4 +155,5 @@ def gaussian(
         loc[names.index(n)], scale[names.index(n)] = float(lo), float(sc)
     if not sd_prior_scale > 0:
         raise ValueError(f"`sd_prior_scale` must be positive; got {sd_prior_scale}.")
-    return GaussianPopulation(names, fixed, covariance, loc, scale, float(sd_prior_scale), float(lkj_concentration))
+    exchangeable = tuple(tuple(g) for g in getattr(model, "exchangeable", ()))
+    return GaussianPopulation(names, fixed, covariance, loc, scale, float(sd_prior_scale), float(lkj_concentration), exchangeable)

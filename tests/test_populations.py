@@ -75,3 +75,17 @@ def test_priors_default_to_training_prior_and_can_be_overridden():
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         nlp.populations.gaussian(nlp.models.frohlich_simple(), **kwargs)
+
+
+def test_init_values_label_exchangeable_draws_by_prior_means():
+    """Exchangeable (delta, gamma) draws are symmetric; starts take the labelling the mean priors favour."""
+    model = nlp.models.frohlich_simple()
+    rng = np.random.default_rng(0)
+    pair = np.stack([rng.normal(-0.4, 0.05, (30, 40)), rng.normal(-3.2, 0.05, (30, 40))], -1)
+    swap = rng.random((30, 40)) < 0.5
+    pair = np.where(swap[..., None], pair[..., ::-1], pair)  # random relabelling, as the estimator samples
+    draws = np.concatenate([pair, np.zeros((30, 40, 4))], -1)
+    init = nlp.populations.gaussian(model, mean_prior={"delta": (-1.0, 1.0), "gamma": (-3.0, 1.0)}).init_values(draws)
+    np.testing.assert_allclose(init["mean"][:2], [-0.4, -3.2], atol=0.05)
+    flipped = nlp.populations.gaussian(model, mean_prior={"delta": (-3.0, 1.0), "gamma": (-1.0, 1.0)}).init_values(draws)
+    np.testing.assert_allclose(flipped["mean"][:2], [-3.2, -0.4], atol=0.05)

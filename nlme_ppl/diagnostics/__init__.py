@@ -1,14 +1,32 @@
-"""Diagnostics of amortized posteriors: simulation-based calibration, contraction and z-scores."""
+"""Diagnostics of amortized posteriors and of the surrogate: simulation-based calibration,
+contraction and z-scores, classifier two-sample tests, importance-weight Pareto k and an
+out-of-distribution check of the data."""
 
 from ._bands import simultaneous_band as simultaneous_band
+from ._c2st import c2st as c2st, c2st_individuals as c2st_individuals
 from ._contraction import posterior_contraction_and_zscores as posterior_contraction_and_zscores
+from ._coverage import OutlierDiagnostics as OutlierDiagnostics, summary_outliers as summary_outliers
+from ._importance import (
+    ImportanceDiagnostics as ImportanceDiagnostics,
+    SurrogateWarning as SurrogateWarning,
+    importance_diagnostics as importance_diagnostics,
+    importance_from_fit as importance_from_fit,
+)
 from ._sbc import SBCResult as SBCResult, sbc as sbc, sbc_check as sbc_check, sbc_ranks as sbc_ranks
 
 __all__ = [
+    "ImportanceDiagnostics",
+    "OutlierDiagnostics",
     "SBCResult",
+    "SurrogateWarning",
+    "c2st",
+    "c2st_individuals",
+    "importance_diagnostics",
+    "importance_from_fit",
     "posterior_contraction_and_zscores",
     "sbc",
     "sbc_check",
     "sbc_ranks",
     "simultaneous_band",
+    "summary_outliers",
 ]

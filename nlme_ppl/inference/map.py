@@ -15,7 +15,7 @@ from numpyro.infer import Predictive
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, log_likelihood, unconstrain_fn
 
 from .._validate import check_keys, positive_int
-from ..likelihood import SurrogateDraws, amortize, prepare_draws
+from ..likelihood import SurrogateDraws, amortize, prepare_draws, wants_cross_products
 from ._labels import flatten_params
 
 __all__ = ["MAPResult", "fit_map"]
@@ -104,6 +104,20 @@ def _starts(population, data, draws: SurrogateDraws, key, num_starts: int, jitte
     return jax.vmap(lambda p: ravel_pytree(unconstrain_fn(surrogate, (data,), {}, p))[0])(samples)
 
 
+def _preconditioner(hess):
+    """P with P Pᵀ = |H|⁻¹ (eigenvalues made positive and floored at 1e-8 of the largest), so
+    that L-BFGS runs in coordinates where the start's curvature is the identity. The
+    population parameters' curvatures span many orders of magnitude (a mean is pinned by N
+    individuals, a fixed effect by N narrow kernels); without this L-BFGS needs ~3x the
+    iterations. Falls back to the identity when the Hessian is not finite."""
+    h = 0.5 * (hess + hess.T)
+    ok = jnp.all(jnp.isfinite(h))
+    lam, vec = jnp.linalg.eigh(jnp.where(ok, h, jnp.eye(h.shape[0])))
+    lam = jnp.abs(lam)
+    lam = jnp.maximum(lam, 1e-8 * jnp.max(lam))
+    return jnp.where(ok & (jnp.max(lam) > 0), vec / jnp.sqrt(lam), jnp.eye(h.shape[0]))
+
+
 def _lbfgs(value_fn, z0, *, max_iter: int, tol: float):
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(value_fn)
@@ -138,9 +152,14 @@ def _neg_log_post(population, site, draws, data, template, z):
 # Module-level and jitted with the draws and data as *inputs*: the compiled programs are
 # cached across calls (same population, shapes and options) and never embed the N·M·k draws.
 @eqx.filter_jit
-def _run_lbfgs(population, site, draws, data, template, z0, max_iter, tol):
+def _run_lbfgs(population, site, draws, data, template, z0, precond, max_iter, tol):
     value_fn = lambda z: _neg_log_post(population, site, draws, data, template, z)  # noqa: E731
-    return jax.vmap(lambda z: _lbfgs(value_fn, z, max_iter=max_iter, tol=tol))(z0)
+
+    def run(z):
+        u, value, converged, iters = _lbfgs(lambda u: value_fn(z + precond @ u), jnp.zeros_like(z), max_iter=max_iter, tol=tol)
+        return z + precond @ u, value, converged, iters
+
+    return jax.vmap(run)(z0)
 
 
 @eqx.filter_jit
@@ -166,7 +185,8 @@ def fit_map_draws(population, draws: SurrogateDraws, data, key, *, num_starts=10
     template, postprocess = _template(population, draws, data, k_init, site)
     _, unravel = ravel_pytree(template)
     z0 = _starts(population, data, draws, k_start, num_starts, jitter, template, site)
-    zs, losses, converged, iters = jax.device_get(_run_lbfgs(population, site, draws, data, template, z0, int(max_iter), float(tol)))
+    precond = _preconditioner(_hessian(population, site, draws, data, template, z0[0]))
+    zs, losses, converged, iters = jax.device_get(_run_lbfgs(population, site, draws, data, template, z0, precond, int(max_iter), float(tol)))
     losses = np.where(np.isfinite(losses), losses, np.inf)
     order = np.argsort(losses)
     rescored = np.full(num_starts, np.nan)
@@ -234,6 +254,7 @@ def fit_map(population, posterior, data, key, *, num_draws: int = 100, num_start
     check_keys(key)
     num_draws = positive_int(num_draws, name="num_draws")
     k_draws, k_fresh, k_fit = jax.random.split(key, 3)
-    draws = prepare_draws(posterior, data, k_draws, num_draws=num_draws)
-    fresh = prepare_draws(posterior, data, k_fresh, num_draws=num_draws) if num_starts > 1 else None
+    cross = wants_cross_products(population)
+    draws = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)
+    fresh = prepare_draws(posterior, data, k_fresh, num_draws=num_draws, cross=cross) if num_starts > 1 else None
     return fit_map_draws(population, draws, data, k_fit, num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter, fresh_draws=fresh, num_rescore=num_rescore)

@@ -8,7 +8,7 @@ from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
 from numpyro.infer.util import log_likelihood
 
 from .._validate import check_keys, positive_int
-from ..likelihood import amortize, prepare_draws
+from ..likelihood import amortize, prepare_draws, wants_cross_products
 from .map import fit_map_draws
 
 __all__ = ["fit_nuts"]
@@ -53,7 +53,7 @@ def fit_nuts(
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")
     k_draws, k_map, k_mcmc = jax.random.split(key, 3)
-    draws = prepare_draws(posterior, data, k_draws, num_draws=positive_int(num_draws, name="num_draws"))
+    draws = prepare_draws(posterior, data, k_draws, num_draws=positive_int(num_draws, name="num_draws"), cross=wants_cross_products(population))
     surrogate = amortize(population, site=site)  # the draws are a model argument
     if init is None and init_map:
         init = fit_map_draws(population, draws, data, k_map, num_starts=4, site=site)
