@@ -19,7 +19,15 @@ from .estimators import (  # noqa: E402
     save_posterior as save_posterior,
     train as train,
 )
-from .inference import MAPResult as MAPResult, fit_map as fit_map, fit_nuts as fit_nuts  # noqa: E402
+from .inference import (  # noqa: E402
+    MAPResult as MAPResult,
+    exact_init as exact_init,
+    exact_model as exact_model,
+    fit_exact_individual as fit_exact_individual,
+    fit_exact_nuts as fit_exact_nuts,
+    fit_map as fit_map,
+    fit_nuts as fit_nuts,
+)
 from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, log_weights as log_weights, prepare_draws as prepare_draws  # noqa: E402
 from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data  # noqa: E402
 
@@ -34,7 +42,12 @@ __all__ = [
     "demo",
     "diagnostics",
     "estimators",
+    "exact_init",
+    "exact_model",
+    "fit_exact_individual",
+    "fit_exact_nuts",
     "fit_map",
+    "log_weights",
     "fit_nuts",
     "load_posterior",
     "models",

@@ -95,7 +95,9 @@ def _fit(args) -> int:
         "log_likelihood_note": "surrogate log p(D|theta) minus sum_i log p_train(y_i) (the training prior's marginal likelihood), at the MAP",
         "converged": bool(fit.converged[fit.best]),
         "iterations": int(fit.iterations[fit.best]),
+        "surrogate_check": fit.diagnostics_summary(),
     }
+    fit.diagnostics_table().to_csv(out / "diagnostics.csv")
     table = fit.table()
     if args.method == "nuts":
         import arviz as az
@@ -110,7 +112,7 @@ def _fit(args) -> int:
     table.to_csv(out / "parameters.csv")
     (out / "fit.json").write_text(json.dumps(result, indent=2))
     print(table.to_string(float_format=lambda x: f"{x:.4g}"))
-    print(f"wrote {out}/parameters.csv, {out}/fit.json" + (f", {out}/posterior.nc" if args.method == "nuts" else ""))
+    print(f"wrote {out}/parameters.csv, {out}/fit.json, {out}/diagnostics.csv" + (f", {out}/posterior.nc" if args.method == "nuts" else ""))
     return 0
 
 

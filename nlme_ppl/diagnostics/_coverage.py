@@ -64,11 +64,16 @@ class OutlierDiagnostics(eqx.Module):
     @property
     def flag(self) -> np.ndarray:
         """`(N,)` booleans: the individual's distance exceeds every reference distance."""
-        return np.asarray(self.distance) > np.max(self.reference_distance)
+        return self.flagged()
 
-    def bad(self) -> tuple[str, ...]:
-        """Ids of the individuals farther from the training distribution than every reference data set."""
-        return tuple(i for i, f in zip(self.ids, self.flag) if f)
+    def flagged(self, margin: float = 1.0) -> np.ndarray:
+        """`(N,)` booleans: the individual's distance exceeds `margin` times the largest reference distance."""
+        return np.asarray(self.distance) > margin * np.max(self.reference_distance)
+
+    def bad(self, margin: float = 1.0) -> tuple[str, ...]:
+        """Ids of the individuals farther from the training distribution than `margin` times the
+        farthest reference data set (`margin=1`: farther than every reference data set)."""
+        return tuple(i for i, f in zip(self.ids, self.flagged(margin)) if f)
 
     def table(self) -> pd.DataFrame:
         """One row per individual, indexed by id: `distance`, `tail_prob` and `flag`."""
@@ -81,17 +86,20 @@ class OutlierDiagnostics(eqx.Module):
             index=pd.Index(self.ids, name="id"),
         )
 
-    def warn(self, *, stacklevel: int = 2) -> None:
-        """Issue one [`SurrogateWarning`][nlme_ppl.diagnostics.SurrogateWarning] naming the flagged
-        individuals (nothing when there are none)."""
-        bad = self.bad()
+    def warn(self, *, margin: float = 1.0, stacklevel: int = 2) -> None:
+        """Issue one [`SurrogateWarning`][nlme_ppl.diagnostics.SurrogateWarning] naming the individuals
+        flagged with `margin` (nothing when there are none). `fit_map` and `fit_nuts` use
+        `margin=2`, which chance alone practically never reaches, so that large data sets do not
+        warn about the ~N/num_reference individuals that are beyond every reference by chance."""
+        bad = self.bad(margin)
         if not bad:
             return
         n = len(self.ids)
-        chance = n / (self.num_reference + 1)
+        chance = n / (self.num_reference + 1) if margin == 1.0 else 0.0
+        far = "" if margin == 1.0 else f"{margin:g} times "
         warnings.warn(
             f"{len(bad)} of {n} individuals lie outside what the estimator was trained on (their summaries are "
-            f"farther from the training simulations' than all {self.num_reference} reference simulations): "
+            f"farther from the training simulations' than {far}the farthest of {self.num_reference} reference simulations): "
             f"{_name_ids(bad)}. By chance alone about {chance:.2g} would be. Its posteriors, and the surrogate, "
             "are unreliable there: check the data's units and scale (e.g. log vs natural values, time units) "
             "against the model's, or retrain the estimator with a broader training prior.",

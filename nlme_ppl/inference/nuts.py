@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
+import xarray as xr
 from numpyro.infer.util import log_likelihood
 
 from .._validate import check_keys, positive_int
 from ..likelihood import amortize, prepare_draws, wants_cross_products
+from ._mcmc import run_nuts
 from .map import fit_map_draws
 
 __all__ = ["fit_nuts"]
 
-_EXTRA = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size")
 
 
 def fit_nuts(
@@ -32,6 +32,7 @@ def fit_nuts(
     init=None,
     progress: bool = True,
     site: str = "obs",
+    diagnose: bool = True,
 ):
     """Sample the population posterior with NumPyro NUTS over the amortized surrogate.
 
@@ -49,6 +50,13 @@ def fit_nuts(
     term per individual, dim `individual` labelled by id), `observed_data` and `constant_data`.
     Population parameters carry a `param` coordinate (`mean`), `sd_param` (`sd`) and
     `corr_param`/`corr_param_bis` (`corr`).
+
+    With `diagnose=True` (default) the tree also has a group `surrogate_diagnostics` (dim
+    `individual`): `pareto_k` and `ess` of each individual's importance weights at the
+    posterior draw of highest density, and `summary_distance` / `summary_tail_prob` of the
+    data against the training simulations; a
+    [`SurrogateWarning`][nlme_ppl.diagnostics.SurrogateWarning] names the individuals where
+    either check fails (see [`fit_map`][nlme_ppl.fit_map]).
     """
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")
@@ -58,27 +66,33 @@ def fit_nuts(
     if init is None and init_map:
         init = fit_map_draws(population, draws, data, k_map, num_starts=4, site=site)
     init = {} if init is None else {k: v for k, v in init.site_values.items() if k != "corr"}
-    if chain_method is None:
-        chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
-    strategy = init_to_value(values=init) if init else init_to_median
-    kernel = NUTS(surrogate, init_strategy=strategy, target_accept_prob=target_accept_prob)
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, chain_method=chain_method, progress_bar=progress)
-    mcmc.run(k_mcmc, data, draws=draws, extra_fields=_EXTRA)
-    samples = mcmc.get_samples(group_by_chain=True)
-    jax.block_until_ready(samples)
+    samples, stats, chain_method = run_nuts(
+        surrogate, k_mcmc, data, draws=draws, init=init, num_chains=num_chains, num_warmup=num_warmup,
+        num_samples=num_samples, target_accept_prob=target_accept_prob, chain_method=chain_method, progress=progress,
+    )
     flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}
     ll = log_likelihood(surrogate, flat, data, draws=draws)[site]
     ll = np.asarray(ll).reshape(num_chains, num_samples, -1)
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    stats = {
-        "diverging": extra["diverging"],
-        "n_steps": extra["num_steps"],
-        "acceptance_rate": extra["accept_prob"],
-        "energy": extra["energy"],
-        "lp": -np.asarray(extra["potential_energy"]),
-        "step_size": extra["adapt_state.step_size"],
-    }
     from ..io.arviz import to_datatree
 
     attrs = {"inference": "NUTS over the amortized surrogate", "num_draws_per_individual": int(num_draws), "chain_method": chain_method}
-    return to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
+    tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
+    if diagnose:
+        tree["surrogate_diagnostics"] = _diagnose(population, posterior, draws, data, flat, stats["lp"], k_draws)
+    return tree
+
+
+def _diagnose(population, posterior, draws, data, flat, lp, key) -> xr.Dataset:
+    """Importance-weight check at the posterior draw of highest density, and the outlier check."""
+    from ..diagnostics import importance_from_fit
+    from .map import check_outliers
+
+    best = int(np.argmax(np.asarray(lp).reshape(-1)))
+    importance = importance_from_fit(population, draws, {k: v[best] for k, v in flat.items()}, data)
+    importance.warn(stacklevel=4)
+    out = {"pareto_k": ("individual", np.asarray(importance.pareto_k)), "ess": ("individual", np.asarray(importance.ess))}
+    outliers = check_outliers(posterior, data, key, stacklevel=5)
+    if outliers is not None:
+        out["summary_distance"] = ("individual", np.asarray(outliers.distance))
+        out["summary_tail_prob"] = ("individual", np.asarray(outliers.tail_prob))
+    return xr.Dataset(out, coords={"individual": list(data.ids)})

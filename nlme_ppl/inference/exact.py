@@ -1,0 +1,500 @@
+"""The exact hierarchical baseline: the population and individual programs composed, run by NUTS.
+
+The population program draws φ_i ~ p(φ | θ) inside `numpyro.plate("individuals", N)`; the
+individual program gives the exact log p(y_i | φ_i). Composed, they are the ordinary
+hierarchical model p(θ) Π_i p(φ_i | θ) p(y_i | φ_i), which NumPyro NUTS samples jointly in
+(θ, φ_1..N) when the individual likelihood is tractable. This is the reference that the
+amortized surrogate (`fit_nuts`) approximates, and `fit_exact_individual` is the reference for
+one individual's posterior under the training prior (what the estimator learns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jaxtyping import Array, Float
+
+from .._validate import check_keys, individual_label, positive_int
+from ..data import Dataset
+from ..likelihood import SurrogateDraws, log_weights
+from ..models import IndividualModel
+from ._mcmc import run_nuts as _run_nuts
+from .map import _lbfgs
+
+__all__ = ["exact_init", "exact_model", "fit_exact_individual", "fit_exact_nuts"]
+
+# NUTS fields kept per iteration, and the sample_stats built from them (shared with `fit_nuts`).
+# ----------------------------------------------------------------------------- composing the programs
+def _claimed(name: str, msg, index) -> tuple[str, ...] | None:
+    """The individual parameters a sample site declares (by its name, or `infer["individual_params"]`)."""
+    if name in index:
+        return (name,)
+    names = (msg.get("infer") or {}).get("individual_params")
+    return tuple(names) if names is not None else None
+
+
+def _individual_sites(trace, param_names: tuple[str, ...], n: int):
+    """Read the individual parameters off a trace of the population program.
+
+    **Returns:** `(phi, sites)`: `phi` `(n, k)` in `param_names` order (a site outside the
+    plate, or a `Delta` site, gives the shared value broadcast to every individual), and
+    `sites`, `{site name: (parameter names, observed, scalar)}` (`scalar`: one parameter per
+    site, no event dimension).
+    """
+    index = {p: i for i, p in enumerate(param_names)}
+    columns: dict[str, Array] = {}
+    owner: dict[str, str] = {}
+    sites: dict[str, tuple[tuple[str, ...], bool, bool]] = {}
+    for name, msg in trace.items():
+        if msg["type"] != "sample":
+            continue
+        names = _claimed(name, msg, index)
+        if names is None:
+            continue
+        for p in names:
+            if p not in index:
+                raise ValueError(f"site {name!r} claims unknown individual parameter {p!r}; the model's parameters are {param_names}.")
+            if p in owner:
+                raise ValueError(f"individual parameter {p!r} is declared twice (sites {owner[p]!r} and {name!r}); declare it once.")
+            owner[p] = name
+        value = jnp.asarray(msg["value"])
+        event = tuple(msg["fn"].event_shape)
+        if event == () and len(names) == 1:
+            if value.shape not in ((), (n,)):
+                raise ValueError(
+                    f"site {name!r} has value shape {value.shape}; expected ({n},), one value per individual. "
+                    f"Declare it inside numpyro.plate('individuals', {n})."
+                )
+            columns[names[0]] = jnp.broadcast_to(value, (n,))
+        elif event == (len(names),) and value.shape in (event, (n, *event)):
+            value = jnp.broadcast_to(value, (n, *event))
+            columns.update({p: value[:, j] for j, p in enumerate(names)})
+        else:
+            raise ValueError(
+                f"site {name!r} covers individual parameter(s) {names} but has event shape {event} and value "
+                f"shape {value.shape}; expected a scalar site per parameter, or one vector site with event "
+                f"shape ({len(names)},) inside numpyro.plate('individuals', {n})."
+            )
+        sites[name] = (names, bool(msg["is_observed"]), event == ())
+    missing = [p for p in param_names if p not in columns]
+    if missing:
+        raise ValueError(
+            f"the population program declares no site for individual parameter(s) {missing}; add "
+            "numpyro.sample(name, ...) inside numpyro.plate('individuals', N) for each (use dist.Delta "
+            "for a parameter without random effect), or one vector site with "
+            "infer={'individual_params': names}."
+        )
+    return jnp.stack([columns[p] for p in param_names], axis=-1), sites
+
+
+def _compose(population, model, site, data):
+    """Run `population(data)`, then add the exact individual log-likelihoods as the factor `site`.
+
+    **Returns:** `(phi, loglik)`, shapes `(N, k)` and `(N,)`.
+    """
+    with numpyro.handlers.trace() as tr:
+        population(data)
+    phi, _ = _individual_sites(tr, model.param_names, data.num_individuals)
+    with numpyro.handlers.block():  # the individual program's own sites stay private
+        loglik = jax.vmap(model.log_likelihood)(phi, model.designs_from_data(data), data.values)
+    numpyro.factor(site, loglik)
+    return phi, loglik
+
+
+def exact_model(population, model, *, site: str = "obs"):
+    """Compose a population program and an individual model into the exact hierarchical model.
+
+    The result is a NumPyro program `exact(data)`: it runs `population(data)`, reads the
+    individual parameters φ_i from its sites inside `numpyro.plate("individuals", N)` (one
+    site per parameter by name, or one vector site with `infer={"individual_params": names}`;
+    a `Delta` site gives every individual the shared value), and adds the exact individual
+    log-likelihoods log p(y_i | φ_i) as `numpyro.factor(site, ...)` with one term per
+    individual (padded observations do not count: the individual program masks them). It
+    returns φ, shape `(N, k)` in `model.param_names` order.
+
+    The latent individual sites stay in the population's own (centred) parametrisation,
+    φ_i ~ p(φ | θ) sampled directly, which suits individuals with many informative
+    observations (the usual NLME setting); with few observations per individual a
+    non-centred population program samples better.
+
+    **Arguments:**
+
+    - `population`: a NumPyro program `population(data)`.
+    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] whose likelihood is exact.
+    - `site`: name of the likelihood factor (and of the `log_likelihood` variable).
+
+    **Returns:** the NumPyro program `exact(data)`.
+    """
+    _check_model(model)
+
+    def exact(data):
+        return _compose(population, model, site, data)[0]
+
+    exact.__name__ = f"exact_{getattr(population, '__name__', type(population).__name__)}"
+    return exact
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_model(model) -> None:
+    if isinstance(model, IndividualModel):
+        return
+    if isinstance(getattr(model, "model", None), IndividualModel):
+        raise TypeError(
+            f"expected the IndividualModel; got an estimator ({type(model).__name__}). The exact model needs "
+            "the individual likelihood, not the amortized posterior: pass `posterior.model`."
+        )
+    raise TypeError(f"expected an IndividualModel (e.g. nlp.models.frohlich_simple()); got {type(model).__name__}.")
+
+
+def _check_data(data) -> None:
+    if not isinstance(data, Dataset):
+        raise TypeError(f"expected an nlp.Dataset; got {type(data).__name__}. Build one with nlp.Dataset.from_arrays(...).")
+
+
+def _prior_centre(model, key) -> Float[Array, " k"]:
+    """Median of 201 draws from the training prior (finite for any real-valued prior)."""
+    return jnp.median(model.prior_sample(key, (201,)), axis=0)
+
+
+def _check_masking(model, data, phi) -> None:
+    """Refuse an individual program whose likelihood reads padded observations."""
+    padded = np.flatnonzero(~np.asarray(data.mask).all(axis=1))
+    if padded.size == 0:
+        return
+    i = int(padded[0])
+    design = jax.tree.map(lambda x: x[i], model.designs_from_data(data))
+    y = data.values[i]
+    moved = jnp.where(data.mask[i], y, y + 1.0)
+    a, b = model.log_likelihood(phi, design, y), model.log_likelihood(phi, design, moved)
+    if not bool(jnp.isclose(a, b)):
+        raise ValueError(
+            f"model {model.name!r}: its log-likelihood changes with the padded (unobserved) values of "
+            f"{individual_label(data.ids, i)}; mask the observed site with design['mask'], e.g. "
+            "dist.Normal(mu, sigma).mask(design['mask']).to_event(1)."
+        )
+
+
+def _check_init(init, tr) -> dict:
+    """Keep the latent sites of `init` (dropping deterministic ones); refuse unknown names and wrong shapes."""
+    if not isinstance(init, Mapping):
+        raise TypeError(
+            f"`init` must be a dict of site values; got {type(init).__name__}. To start from a MAP fit, pass "
+            "init=exact_init(population, fit, draws, data)."
+        )
+    latent = {k: np.shape(s["value"]) for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+    deterministic = {k for k, s in tr.items() if s["type"] == "deterministic"}
+    out = {}
+    for k, v in init.items():
+        if k in deterministic:
+            continue
+        if k not in latent:
+            raise ValueError(f"`init` names {k!r}, which is not a latent site of the exact model; its latent sites are {sorted(latent)}.")
+        v = jnp.asarray(v, jnp.float64)
+        if v.shape != latent[k]:
+            raise ValueError(f"`init[{k!r}]` has shape {v.shape}; site {k!r} has shape {latent[k]}.")
+        if not bool(jnp.all(jnp.isfinite(v))):
+            raise ValueError(f"`init[{k!r}]` is not finite; give finite starting values.")
+        out[k] = v
+    return out
+
+
+def _nonnegative_int(value, *, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}.")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- individual modes
+def _modes(model, designs, values, z0, max_iter: int, tol: float):
+    """Per-individual mode of log p(y_i | φ) + log p_train(φ) by L-BFGS from each start in `z0` `(N, S, k)`."""
+
+    def neg_log_post(phi, design, y):
+        return -(model.log_likelihood(phi, design, y) + model.prior_log_prob(phi))
+
+    def one(design, y, starts):
+        zs, vals, _, _ = jax.vmap(lambda z: _lbfgs(lambda p: neg_log_post(p, design, y), z, max_iter=max_iter, tol=tol))(starts)
+        ok = jnp.isfinite(vals) & jnp.all(jnp.isfinite(zs), axis=-1)
+        best = jnp.argmin(jnp.where(ok, vals, jnp.inf))
+        return jnp.where(ok[best], zs[best], starts[0])
+
+    return jax.vmap(one)(designs, values, z0)
+
+
+_modes_jit = eqx.filter_jit(_modes)
+
+
+def _individual_modes(model, data, key, *, num_starts: int, max_iter: int = 200, tol: float = 1e-8) -> Float[Array, "individuals k"]:
+    """Each individual's mode under the training prior (best of `num_starts` L-BFGS starts:
+    the prior's centre, then prior draws)."""
+    k_centre, k_starts = jax.random.split(key)
+    n = data.num_individuals
+    z0 = model.prior_sample(k_starts, (n, num_starts))
+    z0 = z0.at[:, 0].set(_prior_centre(model, k_centre))
+    return _modes_jit(model, model.designs_from_data(data), data.values, z0, int(max_iter), float(tol))
+
+
+# ----------------------------------------------------------------------------- public functions
+def exact_init(population, fit, draws: SurrogateDraws, data) -> dict[str, Array]:
+    """Starting values for `fit_exact_nuts` from a MAP fit and the estimator's draws.
+
+    Population sites start at the MAP. Each individual's sites start at the draw φ_ij
+    (j = 1..M) with the largest importance weight log p(φ_ij | θ_MAP) − log p_train(φ_ij):
+    the draw the fitted population finds most plausible.
+
+    This matters when parameters are exchangeable (e.g. `delta` and `gamma` of
+    `frohlich_simple`): each individual posterior then has one mode per labelling, and the
+    exact model has a mode for every combination of labellings. NUTS does not jump between
+    them, so a start from the individual draws' own mode (or a prior draw) can leave some
+    individuals in the labelling the population rejects. The population distribution at the
+    MAP breaks the symmetry (e.g. through priors on `mean[delta]` and `mean[gamma]`), so the
+    highest-weight draw of each individual is in the mode consistent with the population's
+    labelling, and chains start there.
+
+    **Arguments:**
+
+    - `population`: the population program (the one `fit` was fitted with).
+    - `fit`: a [`MAPResult`][nlme_ppl.inference.map.MAPResult], or a dict of population site values.
+    - `draws`: [`SurrogateDraws`][nlme_ppl.SurrogateDraws] of the same data, e.g. from
+      [`prepare_draws`][nlme_ppl.prepare_draws].
+    - `data`: the [`Dataset`][nlme_ppl.Dataset] (the population program's argument).
+
+    **Returns:** a dict of site values (population sites and latent individual sites, by name)
+    for `fit_exact_nuts(..., init=...)`.
+    """
+    _check_data(data)
+    if not isinstance(draws, SurrogateDraws):
+        raise TypeError(f"`draws` must be SurrogateDraws (from nlp.prepare_draws); got {type(draws).__name__}.")
+    if draws.num_individuals != data.num_individuals:
+        raise ValueError(f"`draws` cover {draws.num_individuals} individuals but `data` has {data.num_individuals}; take the draws on the same data.")
+    params = dict(fit.site_values) if hasattr(fit, "site_values") else dict(fit)
+    lw = log_weights(population, draws, params, data)  # (N, M)
+    best = jnp.argmax(jnp.where(jnp.isnan(lw), -jnp.inf, lw), axis=1)
+    phi = draws.values[jnp.arange(draws.num_individuals), best]  # (N, k)
+    population_params = {k: v for k, v in params.items() if k not in draws.param_names}
+    handled = numpyro.handlers.substitute(numpyro.handlers.seed(population, 0), data=population_params)
+    tr = numpyro.handlers.trace(handled).get_trace(data)
+    _, sites = _individual_sites(tr, draws.param_names, data.num_individuals)
+    out = {k: jnp.asarray(v) for k, v in population_params.items()}
+    for name, (names, observed, scalar) in sites.items():
+        if not observed:
+            value = phi[:, jnp.array([draws.param_names.index(p) for p in names])]
+            out[name] = value[:, 0] if scalar else value
+    return out
+
+
+def fit_exact_nuts(
+    population,
+    model,
+    data,
+    key,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    target_accept_prob: float = 0.8,
+    chain_method: str | None = None,
+    init: Mapping | None = None,
+    progress: bool = True,
+    site: str = "obs",
+):
+    """Sample the exact hierarchical posterior p(θ, φ_1..N | D) with NumPyro NUTS.
+
+    The same two programs as for `fit_nuts` are composed (see `exact_model`): the population
+    program draws φ_i, and the individual model's exact log p(y_i | φ_i) is added, one term
+    per individual. NUTS samples θ and every latent φ_i jointly, in the population program's
+    centred parametrisation (φ_i ~ p(φ | θ) directly): with many observations per individual
+    the individual posteriors are well identified and a centred model samples well; with few,
+    write a non-centred population program. The cost grows with N (N·k latent dimensions and
+    N individual likelihoods per gradient): this is a baseline for tractable likelihoods, not
+    a replacement for the surrogate.
+
+    **Initialisation.** With `init=None`, each individual starts at its own mode under the
+    training prior (multi-start L-BFGS; exchangeable groups sorted as in
+    `model.canonicalize`), and population sites at `population.init_values` of those modes when
+    the population has it (the built-in ones do), else at NumPyro's default. For models with
+    exchangeable parameters the exact posterior has a mode per labelling of every individual;
+    pass `init=exact_init(population, fit_map_result, draws, data)` to start every chain in
+    the mode consistent with the population's labelling. A dict `init` gives site values by
+    name (population sites and latent individual sites); sites it lacks start from NumPyro's
+    `init_to_uniform`.
+
+    **Arguments:**
+
+    - `population`: a NumPyro program `population(data)` (e.g. `nlp.populations.gaussian(model)`).
+    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] (not the estimator).
+    - `data`: a [`Dataset`][nlme_ppl.Dataset].
+    - `key`: a JAX random key.
+    - `num_chains`, `num_warmup`, `num_samples`, `target_accept_prob`: NUTS settings.
+    - `chain_method`: `"parallel"`, `"sequential"` or `"vectorized"`; default `"parallel"`
+      when JAX has at least `num_chains` devices, else `"sequential"`.
+    - `init`: a dict of starting site values (see above), or `None`.
+    - `progress`: show NumPyro's progress bar.
+    - `site`: name of the likelihood factor and of its `log_likelihood` variable.
+
+    **Returns:** an ArviZ `DataTree` laid out as `fit_nuts`'s: `posterior` (the population sites,
+    `mean` with dim `param`, `sd` with `sd_param`, ..., plus `phi`, the individual parameters,
+    dims `(chain, draw, individual, param)` in `model.param_names` order), `sample_stats`,
+    `log_likelihood` (`site`: the exact log p(y_i | φ_i), one term per individual, dim
+    `individual`), `observed_data` and `constant_data`; `posterior.attrs["inference"]` is
+    `"exact hierarchical NUTS"`. The `log_likelihood` terms are *conditional* on φ_i, unlike
+    the surrogate's marginal log p(y_i | θ): PSIS-LOO over them refits the left-out
+    individual's φ_i, so expect high Pareto k, and do not compare their sum with `fit_nuts`'s.
+    """
+    check_keys(key)
+    _check_model(model)
+    _check_data(data)
+    num_chains = positive_int(num_chains, name="num_chains")
+    num_samples = positive_int(num_samples, name="num_samples")
+    num_warmup = _nonnegative_int(num_warmup, name="num_warmup")
+    k_check, k_init, k_mcmc = jax.random.split(key, 3)
+    n = data.num_individuals
+    program = exact_model(population, model, site=site)
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(program, k_check)).get_trace(data)
+    _, sites = _individual_sites(tr, model.param_names, n)  # checked now, not deep inside NUTS
+    if "phi" in tr and "phi" not in sites:
+        raise ValueError("the population program has a site named 'phi' outside the individual parameters; the output uses 'phi' for the individual parameters: rename that site.")
+    _check_masking(model, data, _prior_centre(model, k_check))
+    if init is None:
+        init = _default_init(population, model, data, sites, k_init)
+    init = _check_init(init, tr)
+    samples, stats, chain_method = _run_nuts(
+        program, k_mcmc, data, init=init, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+        target_accept_prob=target_accept_prob, chain_method=chain_method, progress=progress,
+    )  # fmt: skip
+    phi, loglik = _pointwise(population, model, site, data, samples)
+    phi = phi.reshape(num_chains, num_samples, n, model.num_params)
+    loglik = loglik.reshape(num_chains, num_samples, n)
+    posterior = {k: v for k, v in samples.items() if k not in sites}
+    from ..io.arviz import to_datatree
+
+    attrs = {"inference": "exact hierarchical NUTS", "chain_method": chain_method}
+    tree = to_datatree(population, posterior, loglik, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
+    return _add_phi(tree, phi, model.param_names, data.ids)
+
+
+def _default_init(population, model, data, sites, key) -> dict:
+    modes = model.canonicalize(_individual_modes(model, data, key, num_starts=4))
+    init = {}
+    if hasattr(population, "init_values"):
+        init.update(population.init_values(modes[:, None, :]))
+    for name, (names, observed, scalar) in sites.items():
+        if not observed:
+            value = modes[:, jnp.array([model.param_names.index(p) for p in names])]
+            init[name] = value[:, 0] if scalar else value
+    return init
+
+
+def _pointwise(population, model, site, data, samples):
+    """φ `(S, N, k)` and the per-individual log-likelihood `(S, N)` at every flattened draw,
+    in batches (the individual likelihoods of a batch of draws are held at once)."""
+    flat = {k: jnp.asarray(v.reshape(-1, *v.shape[2:])) for k, v in samples.items()}
+    num = next(iter(flat.values())).shape[0]
+    batch = int(max(1, min(num, 2**22 // max(1, data.values.size))))
+
+    def one(params):
+        fn = numpyro.handlers.substitute(numpyro.handlers.seed(_compose, 0), data=params)
+        return fn(population, model, site, data)
+
+    phi, loglik = jax.jit(lambda s: jax.lax.map(one, s, batch_size=batch))(flat)
+    return np.asarray(phi), np.asarray(loglik)
+
+
+def _add_phi(tree, phi, param_names, ids):
+    """Add the individual parameters to the posterior group, dims `(chain, draw, individual, param)`."""
+    import xarray as xr
+
+    post = tree["posterior"].to_dataset()
+    dim = "param"
+    if dim in post.coords and list(post.coords[dim].values) != list(param_names):
+        dim = "individual_param"  # a custom population labels `param` differently
+    da = xr.DataArray(
+        phi,
+        dims=("chain", "draw", "individual", dim),
+        coords={"chain": post.coords["chain"], "draw": post.coords["draw"], "individual": list(ids), dim: list(param_names)},
+    )
+    tree["posterior"] = post.assign(phi=da)
+    return tree
+
+
+def fit_exact_individual(
+    model,
+    data,
+    key,
+    *,
+    index: int | str = 0,
+    num_chains: int = 2,
+    num_warmup: int = 500,
+    num_samples: int = 1000,
+    symmetrize: bool = False,
+    chain_method: str | None = None,
+    progress: bool = False,
+) -> Float[np.ndarray, "draws k"]:
+    """The exact posterior of one individual under the training prior, by NUTS.
+
+    Runs NumPyro NUTS on the model's own program, `model.fn(design, obs=y)`, with the design and
+    observations of one individual of `data`: the posterior p(φ | y_i) ∝ p_train(φ) p(y_i | φ)
+    that an estimator approximates. It is the reference for individual posteriors (e.g. C2ST
+    against the estimator's draws). Chains start at the individual's mode (best of 8 L-BFGS
+    starts: the prior's centre and prior draws).
+
+    For a model with `exchangeable` parameters the posterior has one mode per labelling, and
+    NUTS usually stays in one of them. With `symmetrize=True` each draw's exchangeable group is
+    permuted uniformly at random (`model.symmetrize`), which gives the exact symmetric posterior,
+    the one the estimator samples. Without exchangeable groups it changes nothing.
+
+    **Arguments:**
+
+    - `model`: an [`IndividualModel`][nlme_ppl.models.IndividualModel].
+    - `data`: a [`Dataset`][nlme_ppl.Dataset].
+    - `key`: a JAX random key.
+    - `index`: the individual, by row (int) or id (str).
+    - `num_chains`, `num_warmup`, `num_samples`: NUTS settings.
+    - `symmetrize`: permute exchangeable groups at random (see above).
+    - `chain_method`: as in `fit_exact_nuts`.
+    - `progress`: show NumPyro's progress bar.
+
+    **Returns:** a NumPy array `(num_chains * num_samples, k)`, columns in `model.param_names` order.
+    """
+    check_keys(key)
+    _check_model(model)
+    _check_data(data)
+    num_chains = positive_int(num_chains, name="num_chains")
+    num_samples = positive_int(num_samples, name="num_samples")
+    num_warmup = _nonnegative_int(num_warmup, name="num_warmup")
+    row = _row(data, index)
+    one = Dataset(
+        times=data.times[row : row + 1],
+        values=data.values[row : row + 1],
+        mask=data.mask[row : row + 1],
+        ids=(data.ids[row],),
+        covariates={k: v[row : row + 1] for k, v in data.covariates.items()},
+    )
+    k_init, k_mcmc, k_sym = jax.random.split(key, 3)
+    _check_masking(model, one, _prior_centre(model, k_init))
+    mode = _individual_modes(model, one, k_init, num_starts=8)[0]
+    design = jax.tree.map(lambda x: x[0], model.designs_from_data(one))
+    init = {p: mode[j] for j, p in enumerate(model.param_names)}
+    samples, _, _ = _run_nuts(
+        model.fn, k_mcmc, design, init=init, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+        target_accept_prob=0.8, chain_method=chain_method, progress=progress, obs=one.values[0],
+    )  # fmt: skip
+    out = np.stack([samples[p].reshape(-1) for p in model.param_names], axis=-1)
+    if symmetrize:
+        out = np.asarray(model.symmetrize(k_sym, out))
+    return out
+
+
+def _row(data, index) -> int:
+    n = data.num_individuals
+    if isinstance(index, str):
+        if index not in data.ids:
+            raise ValueError(f"no individual with id {index!r}; ids are {list(data.ids[:5])}{' ...' if n > 5 else ''}.")
+        return data.ids.index(index)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+        raise ValueError(f"`index` must be a row in [0, {n}) or an individual id; got {index!r}.")
+    return int(index)
