@@ -70,6 +70,13 @@ class SurrogateDraws(eqx.Module):
         k = self.num_params
         return self.stats.shape[-1] == 2 * k + k * (k - 1) // 2
 
+    def subset(self, individuals=slice(None), draws=slice(None)) -> "SurrogateDraws":
+        """These draws restricted to some individuals and/or draws (index arrays or slices);
+        `centre` and `bandwidth` are kept as computed from all draws."""
+        ind = np.atleast_1d(np.arange(self.num_individuals)[individuals])
+        values = self.values[ind][:, draws]
+        return SurrogateDraws(values, self.log_prior[ind][:, draws], self.bandwidth[ind], self.centre[ind], self.stats[ind][:, draws], self.param_names)
+
     def with_cross_products(self) -> "SurrogateDraws":
         """These draws with the cross products d_a d_b appended to `stats` (needed by the fast
         path of correlated (`MultivariateNormal`) population distributions)."""

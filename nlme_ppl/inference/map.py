@@ -124,11 +124,14 @@ def parameter_table(params: dict, stderr: dict | None = None, truth: dict | None
     return pd.DataFrame(rows).set_index("parameter")
 
 
-def _starts(population, data, draws: SurrogateDraws, key, num_starts: int, jitter: float, template, site):
+_init_values = eqx.filter_jit(lambda population, values: population.init_values(values))
+
+
+def _starts(population, data, draws: SurrogateDraws, key, num_starts: int, jitter: float, template, site, *, light=None):
     """Unconstrained starting points `(num_starts, d)`."""
-    surrogate = amortize(population, draws, site=site)
+    surrogate = amortize(population, draws if light is None else light, site=site)
     if hasattr(population, "init_values"):
-        base = population.init_values(draws.values)
+        base = _init_values(population, draws.values)
         z0, _ = ravel_pytree(unconstrain_fn(surrogate, (data,), {}, base))
         noise = jitter * jax.random.normal(key, (num_starts, z0.shape[0]))
         return z0 + noise.at[0].set(0.0)
@@ -204,6 +207,17 @@ def _hessian(population, site, draws, data, template, z):
     return jax.hessian(lambda zz: _neg_log_post(population, site, draws, data, template, zz))(z)
 
 
+def _start_hessian(population, site, draws, data, template, z, *, max_individuals: int = 1000):
+    """The Hessian at the start, for the preconditioner only: on an evenly spaced subset of at
+    most `max_individuals` individuals, scaled by N / n (the likelihood's curvature is a sum
+    over individuals), which is accurate enough for whitening and 10x cheaper at N = 10,000."""
+    n = draws.num_individuals
+    if n <= max_individuals:
+        return _hessian(population, site, draws, data, template, z)
+    idx = np.linspace(0, n - 1, max_individuals).round().astype(int)
+    return _hessian(population, site, draws.subset(idx), data.subset(idx), template, z) * (n / max_individuals)
+
+
 def _template(population, draws, data, key, site):
     info = initialize_model(key, amortize(population, draws, site=site), model_args=(data,), dynamic_args=False)
     return info.param_info.z, info.postprocess_fn
@@ -214,10 +228,12 @@ def fit_map_draws(population, draws: SurrogateDraws, data, key, *, num_starts=10
     check_keys(key)
     num_starts = positive_int(num_starts, name="num_starts")
     k_init, k_start = jax.random.split(key)
-    template, postprocess = _template(population, draws, data, k_init, site)
+    # Site shapes do not depend on the number of draws: inspect the program on one draw each.
+    light = draws.subset(draws=slice(0, 1))
+    template, postprocess = _template(population, light, data, k_init, site)
     _, unravel = ravel_pytree(template)
-    z0 = _starts(population, data, draws, k_start, num_starts, jitter, template, site)
-    precond = _preconditioner(_hessian(population, site, draws, data, template, z0[0]))
+    z0 = _starts(population, data, draws, k_start, num_starts, jitter, template, site, light=light)
+    precond = _preconditioner(_start_hessian(population, site, draws, data, template, z0[0]))
     zs, losses, converged, iters = jax.device_get(_run_lbfgs(population, site, draws, data, template, z0, precond, int(max_iter), float(tol)))
     losses = np.where(np.isfinite(losses), losses, np.inf)
     order = np.argsort(losses)
