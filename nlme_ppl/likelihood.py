@@ -122,6 +122,16 @@ def draws_from_values(values, model, *, num_fixed: int = 2, cross: bool = False)
     return out.with_cross_products() if cross else out
 
 
+def missing_sites_error(missing) -> ValueError:
+    """The error for a population program without a site for some individual parameters."""
+    return ValueError(
+        f"the population program declares no site for individual parameter(s) {missing}; add "
+        "numpyro.sample(name, ...) inside numpyro.plate('individuals', N) for each (use dist.Delta "
+        "for a parameter without random effect), or one vector site with "
+        "infer={'individual_params': names}."
+    )
+
+
 def _unwrap(fn):
     while isinstance(fn, (dist.ExpandedDistribution, dist.Independent, dist.MaskedDistribution)):
         fn = fn.base_dist
@@ -280,12 +290,7 @@ def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "ob
             out = population(*args, **kwargs)
         missing = [n for n in draws.param_names if n not in handler.seen]
         if missing:
-            raise ValueError(
-                f"the population program declares no site for individual parameter(s) {missing}; add "
-                "numpyro.sample(name, ...) inside numpyro.plate('individuals', N) for each (use dist.Delta "
-                "for a parameter without random effect), or one vector site with "
-                "infer={'individual_params': names}."
-            )
+            raise missing_sites_error(missing)
         numpyro.factor(site, jax.nn.logsumexp(handler.log_weights(), axis=1) - math.log(draws.num_draws))
         return out
 

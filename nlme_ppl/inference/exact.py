@@ -21,7 +21,7 @@ from jaxtyping import Array, Float
 
 from .._validate import check_keys, individual_label, positive_int
 from ..data import Dataset
-from ..likelihood import SurrogateDraws, log_weights
+from ..likelihood import SurrogateDraws, log_weights, missing_sites_error
 from ..models import IndividualModel
 from ._mcmc import run_nuts as _run_nuts
 from .map import _lbfgs
@@ -83,12 +83,7 @@ def _individual_sites(trace, param_names: tuple[str, ...], n: int):
         sites[name] = (names, bool(msg["is_observed"]), event == ())
     missing = [p for p in param_names if p not in columns]
     if missing:
-        raise ValueError(
-            f"the population program declares no site for individual parameter(s) {missing}; add "
-            "numpyro.sample(name, ...) inside numpyro.plate('individuals', N) for each (use dist.Delta "
-            "for a parameter without random effect), or one vector site with "
-            "infer={'individual_params': names}."
-        )
+        raise missing_sites_error(missing)
     return jnp.stack([columns[p] for p in param_names], axis=-1), sites
 
 
