@@ -73,9 +73,15 @@ class SurrogateDraws(eqx.Module):
     def subset(self, individuals=slice(None), draws=slice(None)) -> "SurrogateDraws":
         """These draws restricted to some individuals and/or draws (index arrays or slices);
         `centre` and `bandwidth` are kept as computed from all draws."""
-        ind = np.atleast_1d(np.arange(self.num_individuals)[individuals])
-        values = self.values[ind][:, draws]
-        return SurrogateDraws(values, self.log_prior[ind][:, draws], self.bandwidth[ind], self.centre[ind], self.stats[ind][:, draws], self.param_names)
+        if isinstance(individuals, slice):  # basic indexing: no gather over all N·M·C statistics
+            pick = lambda x: x[individuals]  # noqa: E731
+        else:
+            ind = np.atleast_1d(np.arange(self.num_individuals)[individuals])
+            pick = lambda x: x[ind]  # noqa: E731
+        return SurrogateDraws(
+            pick(self.values)[:, draws], pick(self.log_prior)[:, draws], pick(self.bandwidth), pick(self.centre),
+            pick(self.stats)[:, draws], self.param_names,
+        )
 
     def with_cross_products(self) -> "SurrogateDraws":
         """These draws with the cross products d_a d_b appended to `stats` (needed by the fast

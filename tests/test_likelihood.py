@@ -197,3 +197,18 @@ def test_log_weights_fast_path_equals_scipy(setup, kind):
         ref = _scipy_log_weights(draws, stats.multivariate_normal([0.4, -1.0], cov).logpdf)
     assert got.shape == (n, 50)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_draws_subset_by_slice_equals_by_index(setup):
+    """`SurrogateDraws.subset` takes a slice without gathering; both forms give the same draws."""
+    _, data, post, _ = setup
+    draws = prepare_draws(post, data, jax.random.key(3), num_draws=6, cross=True)
+    n = draws.num_individuals
+    pairs = [(slice(1, 4), np.arange(1, 4)), (slice(None), np.arange(n)), (slice(0, n, 2), np.arange(0, n, 2))]
+    for sl, idx in pairs:
+        a, b = draws.subset(sl, draws=slice(0, 3)), draws.subset(idx, draws=np.arange(3))
+        for x, y in zip((a.values, a.log_prior, a.bandwidth, a.centre, a.stats), (b.values, b.log_prior, b.bandwidth, b.centre, b.stats)):
+            np.testing.assert_array_equal(x, y)
+        assert a.num_individuals == len(idx) and a.num_draws == 3
+    one = draws.subset(2)  # a single row keeps the individual axis
+    assert one.values.shape == (1, 6, draws.num_params)
