@@ -73,7 +73,7 @@ def _min_ess(idata) -> tuple[float, float]:
 def bench_accuracy(model, post, quick):
     replicates, n, exact_replicates, cells = (4, 100, 1, 2) if quick else (20, 200, 3, 5)
     warm = 200 if quick else 500
-    exact_warm = 200 if quick else 300  # exact NUTS costs ~10x more per iteration at N = 200
+    exact_warm = 200  # exact NUTS costs ~10x more per iteration at N = 200
     truth = _truth(model)
     pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
     reps, datasets = [], []

@@ -212,3 +212,31 @@ def test_draws_subset_by_slice_equals_by_index(setup):
         assert a.num_individuals == len(idx) and a.num_draws == 3
     one = draws.subset(2)  # a single row keeps the individual axis
     assert one.values.shape == (1, 6, draws.num_params)
+
+
+@pytest.mark.parametrize("n", [5, 16, 37])  # one block, exactly one, several with a shifted last one
+def test_fused_log_sum_exp_matches_autodiff(n):
+    """`_lse_linear` (one pass over the statistics, custom JVP) against jax.nn.logsumexp of the
+    same linear form: value, gradient, Hessian, and derivatives in the draws themselves."""
+    from nlme_ppl.likelihood import _lse_linear
+
+    rng = np.random.default_rng(n)
+    stats, log_prior = rng.normal(size=(n, 9, 4)), rng.normal(size=(n, 9))
+    coef, const = rng.normal(size=(n, 4)), rng.normal(size=n)
+    w = rng.normal(size=n)
+
+    def plain(stats, coef, const, log_prior):
+        return jax.nn.logsumexp(jnp.einsum("nmc,nc->nm", stats, coef) + const[:, None] - log_prior, axis=1)
+
+    for fn in (plain, _lse_linear):
+        assert fn(stats, coef, const, log_prior).shape == (n,)
+    np.testing.assert_allclose(_lse_linear(stats, coef, const, log_prior), plain(stats, coef, const, log_prior), rtol=1e-12)
+    f = lambda fn: lambda *a: jnp.sum(w * fn(*a))  # noqa: E731
+    for argnums in ((1, 2), (0, 3)):
+        g_fused = jax.grad(f(_lse_linear), argnums=argnums)(stats, coef, const, log_prior)
+        g_plain = jax.grad(f(plain), argnums=argnums)(stats, coef, const, log_prior)
+        for a, b in zip(g_fused, g_plain):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    h_fused = jax.hessian(lambda c: f(_lse_linear)(stats, c, const, log_prior))(coef)
+    h_plain = jax.hessian(lambda c: f(plain)(stats, c, const, log_prior))(coef)
+    np.testing.assert_allclose(h_fused, h_plain, rtol=1e-9, atol=1e-12)
