@@ -250,7 +250,7 @@ class _Surrogate(Messenger):
         """logsumexp_j of `log_weights()`, through the fused kernel `_lse_linear` when every site
         took the fast path."""
         if self.generic is None:
-            return _lse_linear(self.draws.stats, self.coef, self.const, self.draws.log_prior)
+            return _lse_linear_jit(self.draws.stats, self.coef, self.const, self.draws.log_prior)
         return jax.nn.logsumexp(self.log_weights(), axis=1)
 
     def log_weights(self) -> Float[Array, "individuals draws"]:
@@ -329,6 +329,9 @@ def _lse_linear_jvp(primals, tangents):
 
 
 _lse_linear.defjvp(_lse_linear_jvp, symbolic_zeros=True)
+# jitted so that NumPyro's eager passes over the surrogate (initialisation, `log_likelihood`)
+# reuse one compiled loop instead of tracing it anew each call; inside a jit it is inlined
+_lse_linear_jit = jax.jit(_lse_linear)
 
 
 def log_weights(population, draws: SurrogateDraws, params: dict, *args, **kwargs) -> Float[Array, "individuals draws"]:

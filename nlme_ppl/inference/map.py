@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import optax
 import pandas as pd
 from jax.flatten_util import ravel_pytree
@@ -127,16 +128,43 @@ def parameter_table(params: dict, stderr: dict | None = None, truth: dict | None
 _init_values = eqx.filter_jit(lambda population, values: population.init_values(values))
 
 
-def _starts(population, data, draws: SurrogateDraws, key, num_starts: int, jitter: float, template, site, *, light=None):
-    """Unconstrained starting points `(num_starts, d)`."""
-    surrogate = amortize(population, draws if light is None else light, site=site)
+def _starts(population, data, draws: SurrogateDraws, key, num_starts: int, jitter: float, template, site, *, probe=None):
+    """Unconstrained starting points `(num_starts, d)`. `probe`: the `(draws, data)` on which to
+    run the program for its transforms (see `_probe`); default `draws` and `data`."""
+    probe_draws, probe_data = (draws, data) if probe is None else probe
+    surrogate = amortize(population, probe_draws, site=site)
     if hasattr(population, "init_values"):
         base = _init_values(population, draws.values)
-        z0, _ = ravel_pytree(unconstrain_fn(surrogate, (data,), {}, base))
+        z0, _ = ravel_pytree(unconstrain_fn(surrogate, (probe_data,), {}, base))
         noise = jitter * jax.random.normal(key, (num_starts, z0.shape[0]))
         return z0 + noise.at[0].set(0.0)
-    samples = Predictive(surrogate, num_samples=num_starts, return_sites=list(template))(key, data)
-    return jax.vmap(lambda p: ravel_pytree(unconstrain_fn(surrogate, (data,), {}, p))[0])(samples)
+    samples = Predictive(surrogate, num_samples=num_starts, return_sites=list(template))(key, probe_data)
+    return jax.vmap(lambda p: ravel_pytree(unconstrain_fn(surrogate, (probe_data,), {}, p))[0])(samples)
+
+
+def _site_shapes(population, draws, data, site) -> dict:
+    """Shapes of the surrogate's own sites (population parameters, deterministic sites), by name."""
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(amortize(population, draws, site=site), 0)).get_trace(data)
+    return {k: (m["type"], jnp.shape(m["value"])) for k, m in tr.items() if m["type"] in ("sample", "deterministic") and k != site}
+
+
+def _probe(population, draws: SurrogateDraws, data, site):
+    """The `(draws, data)` on which to inspect the surrogate program (its sites, transforms and
+    postprocessing), which NumPyro does eagerly, op by op.
+
+    Population sites usually do not depend on the number of individuals (the individual sites
+    are intercepted), so one draw of one individual suffices, and at N = 10,000 that saves
+    about a second per fit. That is checked by comparing the site shapes with 1 and 2
+    individuals. A program whose sites depend on the individuals, or with deterministic sites
+    (whose values may depend on the data), is inspected on all individuals (one draw each)."""
+    light = draws.subset(draws=slice(0, 1))
+    if data.num_individuals < 2:
+        return light, data
+    small = [(light.subset(i), data.subset(i)) for i in (slice(0, 1), slice(0, 2))]
+    shapes = [_site_shapes(population, *probe, site) for probe in small]
+    if shapes[0] == shapes[1] and not any(kind == "deterministic" for kind, _ in shapes[0].values()):
+        return small[0]
+    return light, data
 
 
 def _preconditioner(hess):
@@ -228,11 +256,12 @@ def fit_map_draws(population, draws: SurrogateDraws, data, key, *, num_starts=10
     check_keys(key)
     num_starts = positive_int(num_starts, name="num_starts")
     k_init, k_start = jax.random.split(key)
-    # Site shapes do not depend on the number of draws: inspect the program on one draw each.
-    light = draws.subset(draws=slice(0, 1))
-    template, postprocess = _template(population, light, data, k_init, site)
+    # Site shapes do not depend on the number of draws (nor, usually, individuals): inspect the
+    # program on a small probe.
+    probe = _probe(population, draws, data, site)
+    template, postprocess = _template(population, *probe, k_init, site)
     _, unravel = ravel_pytree(template)
-    z0 = _starts(population, data, draws, k_start, num_starts, jitter, template, site, light=light)
+    z0 = _starts(population, data, draws, k_start, num_starts, jitter, template, site, probe=probe)
     precond = _preconditioner(_start_hessian(population, site, draws, data, template, z0[0]))
     zs, losses, converged, iters = jax.device_get(_run_lbfgs(population, site, draws, data, template, z0, precond, int(max_iter), float(tol)))
     losses = np.where(np.isfinite(losses), losses, np.inf)

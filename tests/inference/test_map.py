@@ -66,3 +66,33 @@ def test_wrong_model_draws_are_refused(problem):
     _, data, post = problem
     with pytest.raises(ValueError, match=r"draws have 3 parameters but model 'linear_gaussian' has 2"):
         nlp.likelihood.draws_from_values(jnp.zeros((data.num_individuals, 5, 3)), post.model)
+
+
+def test_program_is_inspected_on_one_individual_only_when_that_is_safe(problem):
+    """`fit_map` inspects the surrogate program on one individual when its sites do not depend
+    on the individuals; a program with a per-individual latent or a deterministic site is
+    inspected on all of them, and its fit is the same as without the shortcut."""
+    from nlme_ppl.inference.map import _probe
+
+    model, data, post = problem
+    draws = nlp.prepare_draws(post, data, jax.random.key(1), num_draws=50)
+
+    def with_individual_latent(data):
+        user_population(data)
+        with numpyro.plate("individuals", data.num_individuals):
+            numpyro.sample("u", dist.Normal(0.0, 1.0))  # a per-individual latent beside the surrogate
+
+    def with_deterministic(data):
+        user_population(data)
+        numpyro.deterministic("n", jnp.asarray(data.num_individuals, jnp.float64))
+
+    assert _probe(user_population, draws, data, "obs")[1].num_individuals == 1
+    assert _probe(nlp.populations.gaussian(model), draws, data, "obs")[1].num_individuals == 1
+    for program in (with_individual_latent, with_deterministic):
+        assert _probe(program, draws, data, "obs")[1].num_individuals == data.num_individuals
+    fit = nlp.inference.map.fit_map_draws(with_deterministic, draws, data, jax.random.key(2), num_starts=2)
+    assert float(fit.site_values["n"]) == data.num_individuals
+    fit_u = nlp.inference.map.fit_map_draws(with_individual_latent, draws, data, jax.random.key(2), num_starts=2)
+    assert fit_u.site_values["u"].shape == (data.num_individuals,)
+    np.testing.assert_allclose(fit_u.site_values["u"], 0.0, atol=1e-4)  # its MAP is its prior's mode
+    np.testing.assert_allclose(fit_u.site_values["mu"], fit.site_values["mu"], atol=1e-4)
