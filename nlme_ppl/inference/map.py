@@ -153,10 +153,11 @@ def _probe(population, draws: SurrogateDraws, data, site):
     postprocessing), which NumPyro does eagerly, op by op.
 
     Population sites usually do not depend on the number of individuals (the individual sites
-    are intercepted), so one draw of one individual suffices; at N = 10,000 that cut the
-    eager inspection (template and starts) by about a quarter here. That is checked by comparing the site shapes with 1 and 2
-    individuals. A program whose sites depend on the individuals, or with deterministic sites
-    (whose values may depend on the data), is inspected on all individuals (one draw each)."""
+    are intercepted), so one draw of one individual suffices; at N = 10,000 that cut the eager
+    inspection (template and starts) by about a quarter here. That is checked by comparing the
+    site shapes with 1 and 2 individuals. A program whose sites depend on the individuals, or
+    with deterministic sites (whose values may depend on the data), is inspected on all
+    individuals (one draw each)."""
     light = draws.subset(draws=slice(0, 1))
     if data.num_individuals < 2:
         return light, data
