@@ -210,6 +210,24 @@ class Dataset(eqx.Module):
     def to_csv(self, path: str | Path) -> None:
         self.to_dataframe().to_csv(path, index=False)
 
+    def with_covariates(self, **covariates) -> "Dataset":
+        """This dataset with covariates added or replaced, one value per individual each.
+
+        For example `data.with_covariates(log_wt70=np.log(data.covariates["WT"] / 70))`.
+        """
+        new = dict(self.covariates)
+        for name, c in covariates.items():
+            c = as_float_array(c, name=f"covariates[{name!r}]")
+            if c.shape != (self.num_individuals,):
+                raise ValueError(
+                    f"covariate {name!r} must have {self.num_individuals} values, one per individual; got shape {c.shape}."
+                )
+            if not np.isfinite(c).all():
+                i = int(np.flatnonzero(~np.isfinite(c))[0])
+                raise ValueError(f"covariate {name!r} is not finite for {individual_label(self.ids, i)}; fill it in.")
+            new[name] = jnp.asarray(c)
+        return eqx.tree_at(lambda d: d.covariates, self, new)
+
     def subset(self, index) -> "Dataset":
         """The individuals at `index` (an int array, slice or boolean mask)."""
         idx = np.arange(self.num_individuals)[index]

@@ -229,8 +229,10 @@ class _Surrogate(Messenger):
                 self._direct(fn.log_prob(jnp.moveaxis(self.draws.values[..., idx[0]], 1, 0)))
             value = centre[:, 0]
         elif fn.event_shape == (len(names),):
-            if isinstance(base, dist.MultivariateNormal) and base.scale_tril.ndim == 2 and (self.draws.has_cross or len(names) == 1):
-                chol = base.scale_tril
+            shared = isinstance(base, dist.MultivariateNormal) and math.prod(base.scale_tril.shape[:-2]) == 1
+            if shared and (self.draws.has_cross or len(names) == 1):
+                # one scale shared by everyone (a per-individual loc, e.g. from covariates, broadcasts it to (1, d, d))
+                chol = base.scale_tril.reshape(base.scale_tril.shape[-2:])
                 inv = jax.scipy.linalg.solve_triangular(chol, jnp.eye(len(names)), lower=True)
                 loc = jnp.broadcast_to(base.loc, (n_ind, len(names)))
                 self._gaussian(idx, loc, inv.T @ inv, jnp.sum(jnp.log(jnp.diagonal(chol))))

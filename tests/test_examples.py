@@ -11,6 +11,7 @@ TINY = {
     "frohlich_population.py": ["--num-individuals", "40", "--num-warmup", "30", "--num-samples", "30"],
     "custom_model.py": ["--num-simulations", "2000", "--max-epochs", "2", "--num-individuals", "20"],
     "bimodal_cell.py": ["--num-draws", "200"],
+    "multi_experiment.py": ["--num-individuals", "60"],
 }
 
 
