@@ -315,7 +315,11 @@ def write_markdown(results, path=DOCS):
                 continue
             a, x = p["amortized"], p["exact"]
             target = "≥ 50×" if p["num_individuals"] >= 1000 else "—"
-            row("P2", f"NUTS ESS/s, amortized ({a['min_ess_bulk']:.0f} ESS in {a['seconds']:.0f} s) vs exact ({x['min_ess_bulk']:.0f} ESS in {x['seconds']:.0f} s, {x.get('warmup', p['warmup'])}+{x.get('samples', p['samples'])}), N={p['num_individuals']:,}, 2 chains × ({p['warmup']}+{p['samples']})", f"{p['speedup_ess_per_second']:.0f}×", target, p["speedup_ess_per_second"] >= 50 or p["num_individuals"] < 1000)
+            diff = p.get("posterior_mean_difference_in_exact_sd", {})
+            worst = max(diff, key=lambda k: abs(diff[k])) if diff else None
+            gap = f"; posterior means differ by up to {abs(diff[worst]):.1f} exact SDs ({worst})" if worst else ""
+            steps = f", exact {x['mean_leapfrog_steps']:.0f} leapfrog steps/iteration" if "mean_leapfrog_steps" in x else ""
+            row("P2", f"NUTS ESS/s, amortized ({a['min_ess_bulk']:.0f} ESS in {a['seconds']:.0f} s) vs exact ({x['min_ess_bulk']:.0f} ESS in {x['seconds']:.0f} s, {x.get('warmup', p['warmup'])}+{x.get('samples', p['samples'])}{steps}), N={p['num_individuals']:,}, 2 chains × ({p['warmup']}+{p['samples']}){gap}", f"{p['speedup_ess_per_second']:.0f}×", target, p["speedup_ess_per_second"] >= 50 or p["num_individuals"] < 1000)
     if "p4" in r:
         p = r["p4"]
         row("P4", f"draw N={p['num_individuals']:,} × M=100 (first call {p['seconds_first_call']:.1f} s)", f"{p['seconds']:.2f} s", "≤ 5 s", p["seconds"] <= 5)
