@@ -25,8 +25,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-bench: $(STAMP)
-	$(PY) benchmarks/run.py
+bench: $(STAMP)  
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
