@@ -25,7 +25,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-bench: $(STAMP)  
+# make bench BENCH_ARGS="--quick" for a short run, BENCH_ARGS="--only p1,p4" for some benchmarks
+bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 docs: $(STAMP)
