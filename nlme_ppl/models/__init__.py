@@ -1,10 +1,10 @@
 """Individual models: the `IndividualModel` wrapper and the built-in models."""
 
 from ._individual import IndividualModel as IndividualModel
-from .frohlich import frohlich_simple as frohlich_simple
+from .frohlich import frohlich_detailed as frohlich_detailed, frohlich_simple as frohlich_simple
 
 #: Built-in models by name, as used by `nlme-ppl --model NAME` and estimator files.
-BUILTIN = {"frohlich_simple": frohlich_simple}
+BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed}
 
 
 def get(name: str) -> IndividualModel:
@@ -14,4 +14,4 @@ def get(name: str) -> IndividualModel:
     return BUILTIN[name]()
 
 
-__all__ = ["IndividualModel", "frohlich_simple", "get", "BUILTIN"]
+__all__ = ["IndividualModel", "frohlich_detailed", "frohlich_simple", "get", "BUILTIN"]
