@@ -333,7 +333,10 @@ def write_markdown(results, path=DOCS):
             row("P7", f"surrogate value+gradient, N·M={p['num_individuals'] * p['num_draws']:.0e}, k=6, {label.replace('_', ' ')}", f"{p[label]['ms']:.1f} ms ({p[label]['gflop_per_second']:.1f} GFLOP/s of the 4·10⁷-flop estimate" + (f"; plain autodiff {p[label]['unfused_ms']:.1f} ms" if "unfused_ms" in p[label] else "") + ")", "≤ 15 ms", p[label]["ms"] <= 15)
     if "p6" in r:
         for name, p in r["p6"].items():
-            row("P6", f"simulate `{name}` ({p['num_simulations']:,} simulations)", f"{p['per_second']:,.0f} /s", "—", True)
+            if name == "frohlich_detailed":  # issue 4: 100k simulations of the stiff ODE in <= 60 s
+                row("P6", f"simulate `{name}` ({p['num_simulations']:,} simulations; 100k would take {1e5 / p['per_second']:.0f} s)", f"{p['per_second']:,.0f} /s", "≥ 1,667 /s (100k ≤ 60 s)", p["per_second"] >= 1e5 / 60)
+            else:
+                row("P6", f"simulate `{name}` ({p['num_simulations']:,} simulations)", f"{p['per_second']:,.0f} /s", "—", True)
     if "recovery" in r:
         p = r["recovery"]
         worst_mean = max(abs(v["error"]) for k, v in p["parameters"].items() if k.startswith("mean["))

@@ -137,6 +137,12 @@ def exact_model(population, model, *, site: str = "obs"):
 # ----------------------------------------------------------------------------- checks
 def _check_model(model) -> None:
     if isinstance(model, IndividualModel):
+        if not model.tractable:
+            raise ValueError(
+                f"model {model.name!r} has no tractable likelihood (tractable=False: its program has hidden "
+                "randomness, e.g. an SDE path), so the exact hierarchical model cannot be written; the "
+                "amortized fit_map / fit_nuts need no likelihood and work with it."
+            )
         return
     if isinstance(getattr(model, "model", None), IndividualModel):
         raise TypeError(

@@ -2,9 +2,10 @@
 
 from ._individual import IndividualModel as IndividualModel
 from .frohlich import frohlich_detailed as frohlich_detailed, frohlich_simple as frohlich_simple
+from .frohlich_sde import frohlich_sde as frohlich_sde
 
 #: Built-in models by name, as used by `nlme-ppl --model NAME` and estimator files.
-BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed}
+BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed, "frohlich_sde": frohlich_sde}
 
 
 def get(name: str) -> IndividualModel:
@@ -14,4 +15,4 @@ def get(name: str) -> IndividualModel:
     return BUILTIN[name]()
 
 
-__all__ = ["IndividualModel", "frohlich_detailed", "frohlich_simple", "get", "BUILTIN"]
+__all__ = ["IndividualModel", "frohlich_detailed", "frohlich_sde", "frohlich_simple", "get", "BUILTIN"]

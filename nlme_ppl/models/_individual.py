@@ -43,6 +43,10 @@ class IndividualModel(eqx.Module):
       the *canonical* (sorted, largest first) form, which is unimodal and much easier, and
       sample the exact symmetric posterior by permuting each draw's group uniformly at random.
       The training priors within a group must be identical (checked).
+    - `tractable`: whether `log p(y | φ)` is the observed site's density given the latent
+      sites alone (default `True`). A program with hidden randomness (an SDE's Brownian path
+      drawn from `numpyro.prng_key()`) sets `False`: amortized inference works unchanged, and
+      the exact baselines and `log_likelihood` refuse it.
 
     Every latent site must be a scalar with support on the whole real line: write positive
     quantities on the log scale (`log_k ~ Normal`, then `jnp.exp(log_k)` in the simulator).
@@ -57,6 +61,7 @@ class IndividualModel(eqx.Module):
     design_prior: Callable | None = eqx.field(static=True)
     description: str = eqx.field(static=True)
     exchangeable: tuple[tuple[str, ...], ...] = eqx.field(static=True)
+    tractable: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -68,6 +73,7 @@ class IndividualModel(eqx.Module):
         design_prior: Callable | None = None,
         description: str = "",
         exchangeable: tuple[tuple[str, ...], ...] = (),
+        tractable: bool = True,
     ):
         if not callable(fn):
             raise TypeError(f"`fn` must be a NumPyro program (a callable); got {type(fn).__name__}.")
@@ -84,6 +90,7 @@ class IndividualModel(eqx.Module):
         self.design_prior, self.description = design_prior, description
         self.param_names, self.prior = _inspect(fn, design, obs_site, name)
         self.exchangeable = tuple(tuple(g) for g in exchangeable)
+        self.tractable = bool(tractable)
         _check_exchangeable(self)
 
     # ------------------------------------------------------------------ densities
@@ -154,6 +161,11 @@ class IndividualModel(eqx.Module):
 
     def log_likelihood(self, params: Float[Array, " k"], design, obs: Float[Array, " T"]) -> Float[Array, ""]:
         """Exact log p(y | φ) of one individual (where the program's likelihood is tractable)."""
+        if not self.tractable:
+            raise ValueError(
+                f"model {self.name!r} has no tractable likelihood p(y | phi) (it declares tractable=False, "
+                "e.g. an SDE whose path is hidden randomness); use the amortized methods (fit_map, fit_nuts)."
+            )
         values = {n: params[i] for i, n in enumerate(self.param_names)}
         cond = numpyro.handlers.condition(self.fn, data=values)
         tr = numpyro.handlers.trace(numpyro.handlers.seed(cond, 0)).get_trace(design, obs=obs)
