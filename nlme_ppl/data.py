@@ -13,7 +13,102 @@ from jaxtyping import Array, Bool, Float
 
 from ._validate import as_float_array, check_finite, check_sorted, individual_label
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "Doses"]
+
+#: Dose compartments: 1 = depot (oral, absorbed first-order), 2 = central (IV).
+DEPOT, CENTRAL = 1, 2
+
+
+class Doses(eqx.Module):
+    """Dosing events of `N` individuals, padded to a common number `D`.
+
+    **Fields** (each `(N, D)`; padded entries have `mask == False` and amount 0):
+
+    - `times`: dose times (same clock as the observations).
+    - `amounts`: dose amounts (> 0).
+    - `rates`: zero-order infusion rates (amount per time unit); 0 for a bolus.
+    - `cmt`: dose compartment, 1 = depot (oral) or 2 = central (IV bolus or infusion).
+    - `mask`: `True` where a dose exists.
+    """
+
+    times: Float[Array, "individuals doses"]
+    amounts: Float[Array, "individuals doses"]
+    rates: Float[Array, "individuals doses"]
+    cmt: Array
+    mask: Bool[Array, "individuals doses"]
+
+    @classmethod
+    def from_individuals(cls, times, amounts, *, rates=None, cmt=None, ids=None) -> "Doses":
+        """One sequence of dose times and amounts per individual (any lengths, at least one
+        dose each is not required); `rates` and `cmt` likewise (default: bolus into the depot)."""
+        n = len(times)
+        if len(amounts) != n:
+            raise ValueError(f"got dose times for {n} individuals but amounts for {len(amounts)}.")
+        rates = [np.zeros(len(t)) for t in times] if rates is None else rates
+        cmt = [np.full(len(t), DEPOT) for t in times] if cmt is None else cmt
+        width = max((len(t) for t in times), default=0)
+        T, A, R = (np.zeros((n, width)) for _ in range(3))
+        C, M = np.full((n, width), DEPOT, np.int32), np.zeros((n, width), bool)
+        for i in range(n):
+            parts = [np.asarray(x, float).ravel() for x in (times[i], amounts[i], rates[i], cmt[i])]
+            if len({len(x) for x in parts}) != 1:
+                raise ValueError(f"{individual_label(ids, i)}: dose times, amounts, rates and cmt differ in length.")
+            k = len(parts[0])
+            T[i, :k], A[i, :k], R[i, :k], C[i, :k], M[i, :k] = *parts[:3], parts[3].astype(np.int32), True
+        return cls.from_arrays(T, A, rates=R, cmt=C, mask=M, ids=ids)
+
+    @classmethod
+    def from_arrays(cls, times, amounts, *, rates=None, cmt=None, mask=None, ids=None) -> "Doses":
+        """Padded `(N, D)` arrays; checked: finite, amounts > 0, rates >= 0, cmt in {1, 2}."""
+        times, amounts = as_float_array(times, name="dose times"), as_float_array(amounts, name="dose amounts")
+        if times.ndim != 2 or amounts.shape != times.shape:
+            raise ValueError(f"dose times and amounts must both have shape (individuals, doses); got {times.shape}, {amounts.shape}.")
+        mask = np.ones(times.shape, bool) if mask is None else np.asarray(mask, bool)
+        rates = np.zeros(times.shape) if rates is None else as_float_array(rates, name="dose rates")
+        cmt = np.full(times.shape, DEPOT, np.int32) if cmt is None else np.asarray(cmt)
+        for name, a in (("dose times", times), ("dose amounts", amounts), ("dose rates", rates)):
+            check_finite(a, mask, name=name, ids=ids)
+        for name, bad, what in (
+            ("amount", mask & ~(amounts > 0), "must be positive"),
+            ("rate", mask & (rates < 0), "must be >= 0 (0 = bolus)"),
+            ("cmt", mask & ~np.isin(cmt, (DEPOT, CENTRAL)), "must be 1 (depot, oral) or 2 (central, IV)"),
+        ):
+            if bad.any():
+                i, j = map(int, np.argwhere(bad)[0])
+                value = {"amount": amounts, "rate": rates, "cmt": cmt}[name][i, j]
+                raise ValueError(f"dose {j} of {individual_label(ids, i)} has {name} {value}; it {what}.")
+        return cls(
+            times=jnp.asarray(np.where(mask, times, 0.0)),
+            amounts=jnp.asarray(np.where(mask, amounts, 0.0)),
+            rates=jnp.asarray(np.where(mask, rates, 0.0)),
+            cmt=jnp.asarray(np.where(mask, cmt, DEPOT).astype(np.int32)),
+            mask=jnp.asarray(mask),
+        )
+
+    @property
+    def num_individuals(self) -> int:
+        return self.times.shape[0]
+
+    def subset(self, idx) -> "Doses":
+        return Doses(self.times[idx], self.amounts[idx], self.rates[idx], self.cmt[idx], self.mask[idx])
+
+    @classmethod
+    def from_design(cls, designs) -> "Doses | None":
+        """The doses in batched simulator designs (keys `dose_times`, ...), or `None` if they have none."""
+        if "dose_times" not in designs:
+            return None
+        get = lambda k: np.asarray(designs[k])  # noqa: E731
+        mask = get("dose_mask").astype(bool)
+        return cls(
+            jnp.asarray(np.where(mask, get("dose_times"), 0.0)), jnp.asarray(np.where(mask, get("dose_amounts"), 0.0)),
+            jnp.asarray(np.where(mask, get("dose_rates"), 0.0)), jnp.asarray(np.where(mask, get("dose_cmt"), DEPOT).astype(np.int32)),
+            jnp.asarray(mask),
+        )
+
+    def design(self) -> dict:
+        """The per-individual design entries a dosing simulator reads."""
+        return {"dose_times": self.times, "dose_amounts": self.amounts, "dose_rates": self.rates,
+                "dose_cmt": self.cmt, "dose_mask": self.mask}
 
 
 class Dataset(eqx.Module):
@@ -29,6 +124,9 @@ class Dataset(eqx.Module):
     - `mask`: `(N, T)` `True` where an observation exists.
     - `ids`: `N` individual ids (strings).
     - `covariates`: mapping from covariate name to an `(N,)` array.
+    - `doses`: the dosing events ([`Doses`][nlme_ppl.Doses]), or `None` (no doses).
+    - `censored`: `(N, T)` `True` where an observation is below the limit of quantification
+      (its value is then the limit, as in NONMEM's M3 method), or `None` (none censored).
     """
 
     times: Float[Array, "individuals obs"]
@@ -36,6 +134,8 @@ class Dataset(eqx.Module):
     mask: Bool[Array, "individuals obs"]
     ids: tuple[str, ...] = eqx.field(static=True)
     covariates: dict[str, Float[Array, " individuals"]] = eqx.field(default_factory=dict)
+    doses: Doses | None = None
+    censored: Bool[Array, "individuals obs"] | None = None
 
     def __check_init__(self):
         if self.times.ndim != 2 or self.times.shape != self.values.shape or self.mask.shape != self.times.shape:
@@ -51,6 +151,10 @@ class Dataset(eqx.Module):
                     f"covariate {name!r} must have one value per individual, shape "
                     f"({self.times.shape[0]},); got {jnp.shape(c)}."
                 )
+        if self.doses is not None and self.doses.num_individuals != self.times.shape[0]:
+            raise ValueError(f"`doses` covers {self.doses.num_individuals} individuals but the data has {self.times.shape[0]}.")
+        if self.censored is not None and jnp.shape(self.censored) != self.times.shape:
+            raise ValueError(f"`censored` must have shape {self.times.shape} like `values`; got {jnp.shape(self.censored)}.")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -62,6 +166,8 @@ class Dataset(eqx.Module):
         mask=None,
         ids: Sequence | None = None,
         covariates: Mapping[str, Sequence[float]] | None = None,
+        doses: Doses | None = None,
+        censored=None,
     ) -> "Dataset":
         """Build a dataset from rectangular arrays.
 
@@ -73,6 +179,8 @@ class Dataset(eqx.Module):
           must be a finite observation.
         - `ids`: optional `N` ids (default `"1" … "N"`).
         - `covariates`: optional mapping of name to `N` values.
+        - `doses`: optional [`Doses`][nlme_ppl.Doses] of the same `N` individuals.
+        - `censored`: optional `(N, T)` booleans, `True` where the value is a censoring limit.
 
         Ragged inputs (lists of different lengths) are refused: pad them and pass a `mask`, or
         use [`Dataset.from_individuals`][nlme_ppl.Dataset.from_individuals].
@@ -117,16 +225,25 @@ class Dataset(eqx.Module):
                 i = int(np.flatnonzero(~np.isfinite(c))[0])
                 raise ValueError(f"covariate {name!r} is not finite for {individual_label(ids, i)}; fill it in.")
             cov[name] = jnp.asarray(c)
+        if doses is not None and not isinstance(doses, Doses):
+            raise TypeError(f"`doses` must be a nlme_ppl.Doses; got {type(doses).__name__}.")
+        if censored is not None:
+            censored = np.asarray(censored)
+            if censored.dtype != bool or censored.shape != values.shape:
+                raise ValueError(f"`censored` must be booleans of shape {values.shape}; got {censored.dtype} {censored.shape}.")
+            censored = jnp.asarray(censored & mask) if (censored & mask).any() else None
         return cls(
             times=jnp.asarray(np.where(mask, times, 0.0)),
             values=jnp.asarray(np.where(mask, values, 0.0)),
             mask=jnp.asarray(mask),
             ids=ids,
             covariates=cov,
+            doses=doses,
+            censored=censored,
         )
 
     @classmethod
-    def from_individuals(cls, times: Sequence, values: Sequence, *, ids=None, covariates=None) -> "Dataset":
+    def from_individuals(cls, times: Sequence, values: Sequence, *, ids=None, covariates=None, doses=None, censored=None) -> "Dataset":
         """Build a dataset from one array of times and one of values per individual (any lengths)."""
         if len(times) != len(values):
             raise ValueError(f"got times for {len(times)} individuals but values for {len(values)}.")
@@ -139,10 +256,12 @@ class Dataset(eqx.Module):
                 )
             lengths.append(len(t))
         n, width = len(times), max(lengths, default=0)
-        T, V, M = np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width), bool)
+        T, V, M, C = np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width), bool), np.zeros((n, width), bool)
         for i, (t, v) in enumerate(zip(times, values)):
             T[i, : len(t)], V[i, : len(v)], M[i, : len(t)] = t, v, True
-        return cls.from_arrays(T, V, mask=M, ids=ids, covariates=covariates)
+            if censored is not None:
+                C[i, : len(t)] = np.asarray(censored[i], bool)
+        return cls.from_arrays(T, V, mask=M, ids=ids, covariates=covariates, doses=doses, censored=C if censored is not None else None)
 
     @classmethod
     def from_dataframe(cls, df: pd.DataFrame, *, id_col="ID", time_col="TIME", value_col="DV", covariates=()) -> "Dataset":
@@ -228,6 +347,12 @@ class Dataset(eqx.Module):
             new[name] = jnp.asarray(c)
         return eqx.tree_at(lambda d: d.covariates, self, new)
 
+    def with_doses(self, doses: "Doses | None") -> "Dataset":
+        """This dataset with its dosing events replaced."""
+        if doses is not None and (not isinstance(doses, Doses) or doses.num_individuals != self.num_individuals):
+            raise ValueError(f"`doses` must be a nlme_ppl.Doses of {self.num_individuals} individuals.")
+        return Dataset(self.times, self.values, self.mask, self.ids, self.covariates, doses, self.censored)
+
     def subset(self, index) -> "Dataset":
         """The individuals at `index` (an int array, slice or boolean mask)."""
         idx = np.arange(self.num_individuals)[index]
@@ -238,13 +363,20 @@ class Dataset(eqx.Module):
             mask=self.mask[idx],
             ids=tuple(self.ids[i] for i in idx),
             covariates={k: v[idx] for k, v in self.covariates.items()},
+            doses=None if self.doses is None else self.doses.subset(idx),
+            censored=None if self.censored is None else self.censored[idx],
         )
 
     def __repr__(self) -> str:
         n_obs = self.num_observations
+        extra = ""
+        if self.doses is not None:
+            extra += f", {int(np.asarray(self.doses.mask).sum())} doses"
+        if self.censored is not None:
+            extra += f", {int(np.asarray(self.censored).sum())} censored"
         return (
             f"Dataset({self.num_individuals} individuals, {int(n_obs.sum())} observations "
-            f"({n_obs.min()}–{n_obs.max()} each), covariates={list(self.covariates)})"
+            f"({n_obs.min()}–{n_obs.max()} each){extra}, covariates={list(self.covariates)})"
         )
 
 

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from ._validate import check_keys, positive_int
-from .data import Dataset
+from .data import Dataset, Doses
 from .models import IndividualModel
 
 __all__ = ["Simulations", "simulate", "simulate_data"]
@@ -81,9 +81,11 @@ def simulate(
     with tqdm(total=num_simulations, desc=f"simulate {model.name}", disable=not progress, unit="sim") as bar:
         for k, n in zip(keys, sizes):
             params, obs, designs = _simulate_chunk(model, k, n)
-            parts.append(jax.device_get((params, obs, designs["times"], designs["mask"])))
+            parts.append(jax.device_get((params, obs, designs)))
             bar.update(n)
-    params, obs, times, mask = (np.concatenate(x) for x in zip(*parts))
+    params, obs = (np.concatenate(x) for x in list(zip(*parts))[:2])
+    designs = jax.tree.map(lambda *x: np.concatenate(x), *[p[2] for p in parts])
+    times, mask = designs["times"], designs["mask"]
     mask = mask.astype(bool)
     ok = np.isfinite(params).all(1) & np.where(mask, np.isfinite(obs), True).all(1)
     dropped = int((~ok).sum())
@@ -95,11 +97,13 @@ def simulate(
         )
     if dropped:
         tqdm.write(f"simulate: dropped {dropped} non-finite simulations of {num_simulations}.")
+    doses = Doses.from_design(designs)
     data = Dataset(
         times=jnp.asarray(np.where(mask, times, 0.0)[ok]),
         values=jnp.asarray(np.where(mask, obs, 0.0)[ok]),
         mask=jnp.asarray(mask[ok]),
         ids=tuple(str(i) for i in np.flatnonzero(ok)),
+        doses=None if doses is None else doses.subset(np.flatnonzero(ok)),
     )
     return Simulations(jnp.asarray(params[ok]), data, model.param_names, dropped)
 
@@ -129,4 +133,6 @@ def simulate_data(model: IndividualModel, params: Float[Array, "n k"], key, *, d
         designs = model.sample_designs(key, n)
     obs = _simulate_given(model, jax.random.split(key, n), params, designs)
     mask = np.asarray(designs["mask"], bool)
-    return Dataset.from_arrays(np.asarray(designs["times"]), np.asarray(obs), mask=mask, ids=ids, covariates=covariates)
+    return Dataset.from_arrays(
+        np.asarray(designs["times"]), np.asarray(obs), mask=mask, ids=ids, covariates=covariates, doses=Doses.from_design(designs)
+    )

@@ -468,13 +468,7 @@ def fit_exact_individual(
     num_samples = positive_int(num_samples, name="num_samples")
     num_warmup = _nonnegative_int(num_warmup, name="num_warmup")
     row = _row(data, index)
-    one = Dataset(
-        times=data.times[row : row + 1],
-        values=data.values[row : row + 1],
-        mask=data.mask[row : row + 1],
-        ids=(data.ids[row],),
-        covariates={k: v[row : row + 1] for k, v in data.covariates.items()},
-    )
+    one = data.subset(slice(row, row + 1))
     k_init, k_mcmc, k_sym = jax.random.split(key, 3)
     _check_masking(model, one, _prior_centre(model, k_init))
     mode = _individual_modes(model, one, k_init, num_starts=8)[0]

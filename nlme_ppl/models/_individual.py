@@ -148,9 +148,28 @@ class IndividualModel(eqx.Module):
     def designs_from_data(self, data) -> PyTree:
         """Per-individual designs for a `Dataset`: its times and mask, other entries broadcast."""
         n, t = data.times.shape
-        base = {k: v for k, v in self.design.items() if k not in ("times", "mask")}
+        per_individual = {"times": data.times, "mask": data.mask}
+        doses = getattr(data, "doses", None)
+        if self.uses_doses:
+            if doses is None:
+                raise ValueError(
+                    f"model {self.name!r} simulates dosing events but the data has none; read the data with "
+                    "nlp.read_nonmem (AMT/EVID dose rows) or pass Dataset.from_arrays(..., doses=nlp.Doses...)."
+                )
+            per_individual.update(doses.design())
+        elif doses is not None:
+            raise ValueError(
+                f"the data has dosing events but model {self.name!r} does not read doses (its design has no "
+                "'dose_times'); they would be ignored. Use a dosing model (e.g. pk_oral_1cmt) or drop the doses."
+            )
+        base = {k: v for k, v in self.design.items() if k not in per_individual}
         out = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), base)
-        return {**out, "times": data.times, "mask": data.mask}
+        return {**out, **per_individual}
+
+    @property
+    def uses_doses(self) -> bool:
+        """Whether the program reads dosing events from its design (`dose_times`, `dose_amounts`, ...)."""
+        return "dose_times" in self.design
 
     # ------------------------------------------------------------------ simulation
     def simulate_one(self, key, design) -> tuple[Float[Array, " k"], Float[Array, " T"]]:
