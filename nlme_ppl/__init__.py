@@ -10,7 +10,7 @@ _jax.config.update("jax_enable_x64", True)
 
 from . import demo as demo, diagnostics as diagnostics, estimators as estimators, models as models, populations as populations  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
-from .data import Dataset as Dataset  # noqa: E402
+from .data import Dataset as Dataset, Doses as Doses  # noqa: E402
 from .estimators import (  # noqa: E402
     AmortizedPosterior as AmortizedPosterior,
     TrainConfig as TrainConfig,
@@ -28,12 +28,14 @@ from .inference import (  # noqa: E402
     fit_map as fit_map,
     fit_nuts as fit_nuts,
 )
+from .io import read_nonmem as read_nonmem, write_nonmem as write_nonmem  # noqa: E402
 from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, log_weights as log_weights, prepare_draws as prepare_draws  # noqa: E402
 from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data  # noqa: E402
 
 __all__ = [
     "AmortizedPosterior",
     "Dataset",
+    "Doses",
     "MAPResult",
     "Simulations",
     "SurrogateDraws",
@@ -53,10 +55,12 @@ __all__ = [
     "models",
     "populations",
     "prepare_draws",
+    "read_nonmem",
     "pretrained",
     "save_posterior",
     "simulate",
     "simulate_data",
     "train",
+    "write_nonmem",
     "__version__",
 ]

@@ -16,6 +16,7 @@ from ..data import Dataset
 from ..models import IndividualModel
 from ._config import TrainConfig, TrainingHistory
 from ._flow import build_flow, flow_log_prob_batch, flow_sample_batch
+from ._encoding import encode
 from ._summary import AbstractSummary, DeepSetSummary, GRUSummary, InputScaling
 
 __all__ = ["AmortizedPosterior", "build_networks"]
@@ -26,9 +27,10 @@ _DRAWS_PER_CHUNK = 20_000
 
 
 def build_networks(
-    config: TrainConfig, *, num_params: int, scaling: InputScaling, key: PRNGKeyArray
+    config: TrainConfig, *, num_params: int, scaling: InputScaling, key: PRNGKeyArray, num_channels: int = 1
 ) -> tuple[AbstractSummary, Transformed]:
-    """The untrained summary network and flow that `config` describes (float32)."""
+    """The untrained summary network and flow that `config` describes (float32). `num_channels`:
+    channels per input row (1, or 1 + event channels for dosing models; see `_encoding`)."""
     k_sum, k_flow = jax.random.split(key)
     if config.summary == "gru":
         summary = GRUSummary(
@@ -37,6 +39,7 @@ def build_networks(
             hidden_size=config.hidden_size,
             patch_size=config.patch_size,
             scaling=scaling,
+            num_channels=num_channels,
         )
     else:
         summary = DeepSetSummary(
@@ -46,6 +49,7 @@ def build_networks(
             depth=config.summary_depth,
             patch_size=config.patch_size,
             scaling=scaling,
+            num_channels=num_channels,
         )
     flow = build_flow(
         k_flow,
@@ -154,11 +158,7 @@ class AmortizedPosterior(eqx.Module):
                 f"expected a nlme_ppl.Dataset; got {type(data).__name__}. Build one with "
                 "nlp.Dataset.from_arrays(times, values, mask=...) or nlp.read_nonmem(path)."
             )
-        return (
-            np.asarray(data.times, np.float32),
-            np.asarray(data.values, np.float32),
-            np.asarray(data.mask, bool),
-        )
+        return encode(self.model, data)
 
     @staticmethod
     def _chunk_size(chunk_size, n: int, per_individual: int) -> int:

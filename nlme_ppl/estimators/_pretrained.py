@@ -40,6 +40,32 @@ PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
         ),
         20240,
     ),
+    # Dosing model: a GRU over event rows (observations and doses in time order, one per step).
+    "pk_oral_1cmt": (
+        100_000,
+        TrainConfig(
+            summary="gru",
+            summary_dim=16,
+            hidden_size=96,
+            patch_size=1,
+            flow="coupling",
+            flow_layers=5,
+            knots=8,
+            interval=6.0,
+            nn_width=96,
+            nn_depth=1,
+            batch_size=256,
+            learning_rate=2e-3,
+            lr_schedule="cosine",
+            final_lr_fraction=0.02,
+            clip_norm=5.0,
+            max_epochs=45,
+            patience=8,
+            validation_fraction=0.1,
+            summary_regression=1.0,
+        ),
+        4,
+    ),
 }
 
 

@@ -85,32 +85,39 @@ def _compact(times, values, mask):
     order = jnp.argsort(~mask, stable=True)
     t, y, m = times[order], values[order], mask[order]
     zero = jnp.zeros((), times.dtype)
-    return jnp.where(m, t, zero), jnp.where(m, y, zero), m
+    my = m if y.ndim == 1 else m[:, None]
+    return jnp.where(m, t, zero), jnp.where(my, y, zero), m
 
 
 def _patches(scaling: InputScaling, times, values, mask, size: int):
     """Group consecutive observations into patches of `size`, after compaction.
 
-    Returns per-patch features `(P, 3 * size)` and the patch mask `(P,)` (a patch exists if
+    Returns per-patch features `(P, (3 + F) * size)` and the patch mask `(P,)` (a patch exists if
     its first entry is observed). Features: the patch's first time, the gap to the previous
-    observation before each entry, the values, and a flag per entry; zero where padded.
+    observation before each entry, the values, a flag per entry, and the `F` event channels
+    of each entry (when `values` is `(T, 1 + F)`, see `_encoding`); zero where padded.
     """
     t, y, m = _compact(times, values, mask)
+    events = None
+    if y.ndim == 2:
+        y, events = y[:, 0], y[:, 1:]
     n = t.shape[0]
     extra = (-n) % size
     if extra:
         t, y = (jnp.concatenate([a, jnp.zeros(extra, a.dtype)]) for a in (t, y))
         m = jnp.concatenate([m, jnp.zeros(extra, bool)])
+        if events is not None:
+            events = jnp.concatenate([events, jnp.zeros((extra, events.shape[1]), events.dtype)])
     gap = jnp.where(m, t - jnp.concatenate([t[:1], t[:-1]]), 0.0)
     t, gap, y = scaling(t.astype(jnp.float32), gap.astype(jnp.float32), y.astype(jnp.float32))
     mf = m.astype(jnp.float32)
     t, gap, y = t * mf, gap * mf, y * mf
     p = t.shape[0] // size
     shape = (p, size)
-    feats = jnp.concatenate(
-        [t.reshape(shape)[:, :1], gap.reshape(shape), y.reshape(shape), mf.reshape(shape)[:, 1:]], axis=-1
-    )
-    return feats, m.reshape(shape)[:, 0]
+    parts = [t.reshape(shape)[:, :1], gap.reshape(shape), y.reshape(shape), mf.reshape(shape)[:, 1:]]
+    if events is not None:
+        parts.append((events.astype(jnp.float32) * mf[:, None]).reshape(p, -1))
+    return jnp.concatenate(parts, axis=-1), m.reshape(shape)[:, 0]
 
 
 def _masked_mean(feats, mask):
@@ -124,11 +131,13 @@ def _masked_mean(feats, mask):
     return total / jnp.maximum(jnp.sum(mask), 1).astype(feats.dtype)
 
 
-def _check_inputs(times, values, mask):
-    if times.ndim != 1 or values.shape != times.shape or mask.shape != times.shape:
+def _check_inputs(times, values, mask, num_channels: int = 1):
+    want = times.shape if num_channels == 1 else (*times.shape, num_channels)
+    if times.ndim != 1 or values.shape != want or mask.shape != times.shape:
         raise ValueError(
-            "a summary network takes ONE individual's times, values and mask, each of shape "
-            f"(T,); got {times.shape}, {values.shape}, {mask.shape}. vmap over individuals."
+            "a summary network takes ONE individual's times (T,), values "
+            f"{'(T,)' if num_channels == 1 else f'(T, {num_channels})'} and mask (T,); got {times.shape}, "
+            f"{values.shape}, {mask.shape}. vmap over individuals."
         )
 
 
@@ -146,7 +155,8 @@ class AbstractSummary(eqx.Module):
     def __call__(
         self, times: Float[Array, " T"], values: Float[Array, " T"], mask: Bool[Array, " T"]
     ) -> Float[Array, " summary_dim"]:
-        """**Arguments:** `times`, `values`, `mask` of one individual, each `(T,)`.
+        """**Arguments:** `times`, `values`, `mask` of one individual, each `(T,)`; for dosing
+        models `values` is `(T, C)`, the event rows of `nlme_ppl.estimators._encoding`.
 
         **Returns:** the summary, shape `(summary_dim,)`, float32.
         """
@@ -166,6 +176,7 @@ class GRUSummary(AbstractSummary):
     - `hidden_size`: GRU state size.
     - `patch_size`: observations read per GRU step.
     - `scaling`: the input standardisation (default: none).
+    - `num_channels`: channels per row, 1 (the measurement) or 1 + event channels (dosing models).
     """
 
     scaling: InputScaling
@@ -173,20 +184,22 @@ class GRUSummary(AbstractSummary):
     head: eqx.nn.MLP
     summary_dim: int = eqx.field(static=True)
     patch_size: int = eqx.field(static=True)
+    num_channels: int = eqx.field(static=True)
 
     def __init__(
-        self, key: PRNGKeyArray, *, summary_dim: int = 32, hidden_size: int = 64, patch_size: int = 4, scaling=None
+        self, key: PRNGKeyArray, *, summary_dim: int = 32, hidden_size: int = 64, patch_size: int = 4, scaling=None,
+        num_channels: int = 1,
     ):
         k1, k2 = jax.random.split(key)
         self.scaling = InputScaling() if scaling is None else scaling
-        self.summary_dim, self.patch_size = summary_dim, patch_size
-        self.cell = to_float32(eqx.nn.GRUCell(3 * patch_size, hidden_size, dtype=jnp.float32, key=k1))
+        self.summary_dim, self.patch_size, self.num_channels = summary_dim, patch_size, num_channels
+        self.cell = to_float32(eqx.nn.GRUCell((2 + num_channels) * patch_size, hidden_size, dtype=jnp.float32, key=k1))
         self.head = to_float32(
             eqx.nn.MLP(2 * hidden_size + 1, summary_dim, hidden_size, 1, activation=jax.nn.gelu, dtype=jnp.float32, key=k2)
         )
 
     def __call__(self, times, values, mask):
-        _check_inputs(times, values, mask)
+        _check_inputs(times, values, mask, self.num_channels)
         x, pm = _patches(self.scaling, times, values, mask, self.patch_size)
         cell = self.cell
         # The input projection of every step at once; the scan only does the recurrent part.
@@ -225,6 +238,7 @@ class DeepSetSummary(AbstractSummary):
     - `depth`: hidden layers of the per-patch MLP.
     - `patch_size`: consecutive observations per patch (1: a plain DeepSet).
     - `scaling`: the input standardisation (default: none).
+    - `num_channels`: channels per row, 1 (the measurement) or 1 + event channels (dosing models).
     """
 
     scaling: InputScaling
@@ -232,6 +246,7 @@ class DeepSetSummary(AbstractSummary):
     rho: eqx.nn.MLP
     summary_dim: int = eqx.field(static=True)
     patch_size: int = eqx.field(static=True)
+    num_channels: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -242,19 +257,20 @@ class DeepSetSummary(AbstractSummary):
         depth: int = 2,
         patch_size: int = 4,
         scaling=None,
+        num_channels: int = 1,
     ):
         k1, k2 = jax.random.split(key)
         self.scaling = InputScaling() if scaling is None else scaling
-        self.summary_dim, self.patch_size = summary_dim, patch_size
+        self.summary_dim, self.patch_size, self.num_channels = summary_dim, patch_size, num_channels
         self.phi = to_float32(
-            eqx.nn.MLP(3 * patch_size, hidden_size, hidden_size, depth, activation=jax.nn.gelu, dtype=jnp.float32, key=k1)
+            eqx.nn.MLP((2 + num_channels) * patch_size, hidden_size, hidden_size, depth, activation=jax.nn.gelu, dtype=jnp.float32, key=k1)
         )
         self.rho = to_float32(
             eqx.nn.MLP(2 * hidden_size + 1, summary_dim, 2 * hidden_size, 1, activation=jax.nn.gelu, dtype=jnp.float32, key=k2)
         )
 
     def __call__(self, times, values, mask):
-        _check_inputs(times, values, mask)
+        _check_inputs(times, values, mask, self.num_channels)
         x, pm = _patches(self.scaling, times, values, mask, self.patch_size)
         h = jax.vmap(self.phi)(x)
         mean = _masked_mean(h, pm)

@@ -21,6 +21,7 @@ from ..simulation import Simulations, simulate
 from ._config import TrainConfig, TrainingHistory
 from ._flow import flow_log_prob
 from ._posterior import AmortizedPosterior, _f32, build_networks
+from ._encoding import encode, num_channels
 from ._summary import InputScaling
 
 __all__ = ["train"]
@@ -207,9 +208,7 @@ def train(
         )
     perm = np.asarray(jax.random.permutation(k_split, n))
     tr, va = perm[:n_train], perm[n_train:]
-    times = np.asarray(simulations.data.times, np.float32)
-    values = np.asarray(simulations.data.values, np.float32)
-    mask = np.asarray(simulations.data.mask, bool)
+    times, values, mask = encode(model, simulations.data)
     # exchangeable groups are learned in canonical (sorted) form; `sample` restores the symmetry
     params = np.asarray(model.canonicalize(simulations.params), np.float64)
 
@@ -217,7 +216,8 @@ def train(
     scale = np.where(scale > 0, scale, 1.0)
     z = ((params - loc) / scale).astype(np.float32)
     log_det = float(np.sum(np.log(scale)))  # loss on the original scale: -log q(φ) = -log q(z) + Σ log scale
-    scaling = InputScaling.fit(times[tr], values[tr], mask[tr])
+    obs = simulations.data  # the measurements alone set the input standardisation
+    scaling = InputScaling.fit(*(np.asarray(a)[tr] for a in (obs.times, obs.values, obs.mask)))
 
     steps = n_train // config.batch_size
     optimizer = _optimizer(config, steps)
@@ -225,7 +225,9 @@ def train(
     best, best_epoch, best_nets, bad = math.inf, -1, None, 0
     t0 = time.perf_counter()
     with _f32():
-        summary, flow = build_networks(config, num_params=model.num_params, scaling=scaling, key=k_init)
+        summary, flow = build_networks(
+            config, num_params=model.num_params, scaling=scaling, key=k_init, num_channels=num_channels(model)
+        )
         nets = _Nets(summary, flow)
         opt_state = optimizer.init(eqx.filter(nets, eqx.is_inexact_array))
         train_arrays = tuple(jnp.asarray(a[tr]) for a in (times, values, mask, z))

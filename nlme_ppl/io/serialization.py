@@ -170,6 +170,7 @@ def load_posterior(path: str | Path, *, model=None):
     """
     from ..estimators._config import TrainConfig, TrainingHistory
     from ..estimators._posterior import AmortizedPosterior, build_networks
+    from ..estimators._encoding import num_channels
     from ..estimators._summary import InputScaling
     from ..models import IndividualModel, get
 
@@ -199,7 +200,9 @@ def load_posterior(path: str | Path, *, model=None):
     if num_params != model.num_params:
         _refuse(path, f"it stores {num_params} parameters but the model has {model.num_params}.")
     with jax.enable_x64(False):
-        summary, flow = build_networks(config, num_params=num_params, scaling=InputScaling(), key=jax.random.key(0))
+        summary, flow = build_networks(
+            config, num_params=num_params, scaling=InputScaling(), key=jax.random.key(0), num_channels=num_channels(model)
+        )
     like = (summary, flow, jnp.zeros(num_params, jnp.float64), jnp.zeros(num_params, jnp.float64))
     try:
         summary, flow, loc, scale = eqx.tree_deserialise_leaves(io.BytesIO(leaves), like)

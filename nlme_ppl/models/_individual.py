@@ -47,6 +47,8 @@ class IndividualModel(eqx.Module):
       sites alone (default `True`). A program with hidden randomness (an SDE's Brownian path
       drawn from `numpyro.prng_key()`) sets `False`: amortized inference works unchanged, and
       the exact baselines and `log_likelihood` refuse it.
+    - `data_check`: optional `(dataset) -> None` that raises a `ValueError` for data the
+      program cannot simulate (e.g. a dose route it does not model); run before any fit.
 
     Every latent site must be a scalar with support on the whole real line: write positive
     quantities on the log scale (`log_k ~ Normal`, then `jnp.exp(log_k)` in the simulator).
@@ -62,6 +64,7 @@ class IndividualModel(eqx.Module):
     description: str = eqx.field(static=True)
     exchangeable: tuple[tuple[str, ...], ...] = eqx.field(static=True)
     tractable: bool = eqx.field(static=True)
+    data_check: Callable | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -74,6 +77,7 @@ class IndividualModel(eqx.Module):
         description: str = "",
         exchangeable: tuple[tuple[str, ...], ...] = (),
         tractable: bool = True,
+        data_check: Callable | None = None,
     ):
         if not callable(fn):
             raise TypeError(f"`fn` must be a NumPyro program (a callable); got {type(fn).__name__}.")
@@ -91,6 +95,7 @@ class IndividualModel(eqx.Module):
         self.param_names, self.prior = _inspect(fn, design, obs_site, name)
         self.exchangeable = tuple(tuple(g) for g in exchangeable)
         self.tractable = bool(tractable)
+        self.data_check = data_check
         _check_exchangeable(self)
 
     # ------------------------------------------------------------------ densities
@@ -157,6 +162,8 @@ class IndividualModel(eqx.Module):
                     "nlp.read_nonmem (AMT/EVID dose rows) or pass Dataset.from_arrays(..., doses=nlp.Doses...)."
                 )
             per_individual.update(doses.design())
+            if self.data_check is not None:
+                self.data_check(data)
         elif doses is not None:
             raise ValueError(
                 f"the data has dosing events but model {self.name!r} does not read doses (its design has no "

@@ -1,0 +1,71 @@
+"""What a summary network reads: one row per observation and, for dosing models, per dose.
+
+Models without doses give the plain `(times, values, mask)`. Dosing models give event rows,
+as in the PK encoding of Arruda et al. (2024): observations and doses merged in time order,
+each row `(time, channels)` with the channels
+
+    0  the measurement (0 on dose rows)
+    1  1 on dose rows, 0 on observation rows
+    2  log10(amount) - 2 (amount in the data's unit, mg for the built-in models; 0 on observations)
+    3  infusion duration / 24 h (0 for a bolus)
+    4  1 for a dose into the central compartment (IV), 0 for the depot (oral)
+
+Padded rows (mask False) are zero in every channel and sort last. At equal times an
+observation comes before a dose (a pre-dose sample).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data import CENTRAL, Dataset
+
+__all__ = ["DOSE_CHANNELS", "encode", "num_channels"]
+
+#: Event channels after the measurement in a dosing model's rows.
+DOSE_CHANNELS = 4
+
+
+def num_channels(model) -> int:
+    """Channels per row the summary network of `model` reads (1: the measurement only)."""
+    return 1 + DOSE_CHANNELS if getattr(model, "uses_doses", False) else 1
+
+
+def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summary-network inputs of every individual of `data` for an estimator of `model`:
+    `times (N, R)` float32, `values (N, R)` or `(N, R, C)` float32, `mask (N, R)` bool."""
+    if data.censored is not None:
+        i = int(np.flatnonzero(np.asarray(data.censored).any(axis=1))[0])
+        raise ValueError(
+            f"the data has censored observations (below the limit of quantification), the first for "
+            f"individual {data.ids[i]!r}; estimators of model {model.name!r} were not trained with censoring. "
+            "Fit the uncensored observations only (drop the BLQ rows explicitly), or use a model that simulates censoring."
+        )
+    times = np.asarray(data.times, np.float32)
+    values = np.asarray(data.values, np.float32)
+    mask = np.asarray(data.mask, bool)
+    uses = getattr(model, "uses_doses", False)
+    if not uses:
+        if data.doses is not None:
+            model.designs_from_data(data)  # raises: doses the model would ignore
+        return times, values, mask
+    if data.doses is None:
+        model.designs_from_data(data)  # raises: a dosing model without doses
+    d = data.doses
+    dm = np.asarray(d.mask, bool)
+    amounts, rates = np.asarray(d.amounts, np.float64), np.asarray(d.rates, np.float64)
+    n, t_obs = times.shape
+    num_doses = dm.shape[1]
+    ch = np.zeros((n, t_obs + num_doses, num_channels(model)), np.float32)
+    ch[:, :t_obs, 0] = np.where(mask, values, 0.0)
+    ch[:, t_obs:, 1] = dm
+    ch[:, t_obs:, 2] = np.where(dm, np.log10(np.where(dm, amounts, 1.0)) - 2.0, 0.0)
+    ch[:, t_obs:, 3] = np.where(dm & (rates > 0), amounts / np.where(rates > 0, rates, 1.0) / 24.0, 0.0)
+    ch[:, t_obs:, 4] = dm & (np.asarray(d.cmt) == CENTRAL)
+    all_t = np.concatenate([times, np.asarray(d.times, np.float32)], axis=1)
+    all_m = np.concatenate([mask, dm], axis=1)
+    is_dose = np.concatenate([np.zeros_like(mask), np.ones_like(dm)], axis=1)
+    order = np.lexsort((is_dose, np.where(all_m, all_t, np.inf), ~all_m), axis=1)
+    take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[..., None], axis=1)  # noqa: E731
+    all_t, all_m, ch = take(all_t), take(all_m), take(ch)
+    return np.where(all_m, all_t, 0.0).astype(np.float32), ch, all_m

@@ -1,0 +1,174 @@
+"""Pharmacokinetic models with dosing events: one-compartment oral absorption, closed form.
+
+Doses reach the simulator through the design (`dose_times`, `dose_amounts`, `dose_rates`,
+`dose_cmt`, `dose_mask`; see [`Doses`][nlme_ppl.Doses]) and act by superposition: the model
+is linear in the doses, so the concentration is a sum of one closed-form term per dose.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jaxtyping import Array, Float
+
+from ..data import CENTRAL, DEPOT
+from ._individual import IndividualModel
+from .frohlich import _one_minus_exp_over_x
+
+__all__ = ["PK_ORAL_1CMT_PRIOR", "one_compartment_concentration", "pk_oral_1cmt", "pk_design_prior"]
+
+#: Training prior of the structural parameters of `pk_oral_1cmt` (log scale): name -> (mean, SD).
+#: Units: ka in 1/h, CL in L/h, V in L, with doses in mg and concentrations in mg/L.
+PK_ORAL_1CMT_PRIOR = {"ka": (0.0, 1.0), "CL": (1.0, 1.0), "V": (3.5, 1.0)}
+#: Training prior of the residual-error parameters (log scale): additive SD (mg/L) and proportional SD (fraction).
+PK_ERROR_PRIOR = {"sigma_add": (-1.0, 1.0), "sigma_prop": (-2.0, 0.7)}
+_SD_FLOOR = 1e-4  # mg/L, only for the proportional error model
+_ERRORS = {"additive": ("sigma_add",), "proportional": ("sigma_prop",), "combined": ("sigma_add", "sigma_prop")}
+
+#: Design prior of the shipped estimator: dose numbers, intervals, amounts and sampling.
+PK_DESIGN = {
+    "max_doses": 3,  # 1, 2 or 3 oral doses, the first at t = 0
+    "interval_h": (8.0, 24.0),  # uniform dosing interval
+    "amount_mg": (50.0, 1000.0),  # log-uniform, the same amount for every dose of a regimen
+    "max_observations": 16,  # 6..16 samples per individual
+    "follow_up_h": (12.0, 36.0),  # sampling continues this long after the last dose (uniform)
+    "predose_probability": 0.3,  # chance of a sample at t = 0 before the first dose
+}
+
+
+def _bateman(tau, ka, ke):
+    """(e^{-ke τ} - e^{-ka τ}) / (ka - ke) for τ >= 0: finite at ka = ke, no overflow."""
+    return tau * jnp.exp(-jnp.minimum(ka, ke) * tau) * _one_minus_exp_over_x(jnp.abs(ka - ke) * tau)
+
+
+def one_compartment_concentration(
+    times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V
+) -> Float[Array, " T"]:
+    """Concentration of a one-compartment model with first-order absorption and elimination.
+
+    Each dose adds, for τ = t - t_dose > 0 (ke = CL / V):
+
+    - oral bolus (cmt 1, rate 0): A·ka / V · (e^{-ke τ} - e^{-ka τ}) / (ka - ke);
+    - IV bolus (cmt 2, rate 0): A / V · e^{-ke τ};
+    - zero-order infusion into the central compartment (cmt 2, rate R > 0, duration A / R):
+      R / CL · (1 - e^{-ke min(τ, A/R)}) · e^{-ke max(τ - A/R, 0)}.
+
+    A zero-order input into the depot (cmt 1, rate > 0) is not modelled and gives NaN
+    (`pk_oral_1cmt` refuses such data with a message before simulating).
+    """
+    ke = CL / V
+    tau = times[:, None] - dose_times[None, :]  # (T, D)
+    pos = tau > 0
+    tau = jnp.where(pos, tau, 0.0)
+    amount, rate = dose_amounts[None, :], dose_rates[None, :]
+    oral = amount * ka / V * _bateman(tau, ka, ke)
+    iv = amount / V * jnp.exp(-ke * tau)
+    duration = amount / jnp.where(rate > 0, rate, 1.0)
+    infusion = rate / CL * -jnp.expm1(-ke * jnp.minimum(tau, duration)) * jnp.exp(-ke * jnp.maximum(tau - duration, 0.0))
+    central = jnp.where(rate > 0, infusion, iv)
+    depot = jnp.where(rate > 0, jnp.nan, oral)
+    term = jnp.where(dose_cmt[None, :] == CENTRAL, central, depot)
+    return jnp.sum(jnp.where(pos & dose_mask[None, :], term, 0.0), axis=1)
+
+
+def _make_program(error: str):
+    sigma_names = _ERRORS[error]
+
+    def program(design, obs=None):
+        p = {n: numpyro.sample(n, dist.Normal(m, s)) for n, (m, s) in PK_ORAL_1CMT_PRIOR.items()}
+        sig = {n: numpyro.sample(n, dist.Normal(*PK_ERROR_PRIOR[n])) for n in sigma_names}
+        conc = one_compartment_concentration(
+            design["times"], design["dose_times"], design["dose_amounts"], design["dose_rates"], design["dose_cmt"],
+            design["dose_mask"], jnp.exp(p["ka"]), jnp.exp(p["CL"]), jnp.exp(p["V"]),
+        )
+        var = jnp.zeros_like(conc)
+        if "sigma_add" in sig:
+            var = var + jnp.exp(2 * sig["sigma_add"])
+        if "sigma_prop" in sig:
+            var = var + (jnp.exp(sig["sigma_prop"]) * conc) ** 2
+        # floor: a proportional error has SD 0 where C = 0 (before the first dose); 1e-4 mg/L keeps it a density
+        sd = jnp.sqrt(var + _SD_FLOOR**2) if "sigma_add" not in sig else jnp.sqrt(var)
+        numpyro.sample("obs", dist.Normal(conc, sd).mask(design["mask"]).to_event(1), obs=obs)
+
+    program.__name__ = f"pk_oral_1cmt_{error}"
+    return program
+
+
+_PROGRAMS = {e: _make_program(e) for e in _ERRORS}
+
+
+def pk_design_prior(key, num: int, *, design=PK_DESIGN) -> dict:
+    """`num` random dosing-and-sampling designs (oral doses), as documented in `PK_DESIGN`."""
+    ks = jax.random.split(key, 8)
+    nd, no = design["max_doses"], design["max_observations"]
+    n_doses = jax.random.randint(ks[0], (num,), 1, nd + 1)
+    interval = jax.random.uniform(ks[1], (num, 1), minval=design["interval_h"][0], maxval=design["interval_h"][1])
+    lo, hi = np.log(design["amount_mg"][0]), np.log(design["amount_mg"][1])
+    amount = jnp.exp(jax.random.uniform(ks[2], (num, 1), minval=lo, maxval=hi))
+    idx = jnp.arange(nd)[None, :]
+    dose_mask = idx < n_doses[:, None]
+    dose_times = jnp.where(dose_mask, idx * interval, 0.0)
+    last = jnp.max(dose_times, axis=1, keepdims=True)
+    end = last + jax.random.uniform(ks[3], (num, 1), minval=design["follow_up_h"][0], maxval=design["follow_up_h"][1])
+    n_obs = jax.random.randint(ks[4], (num,), 6, no + 1)
+    # half the samples log-uniform from 0.1 h (dense early sampling), half uniform over the study
+    u = jax.random.uniform(ks[5], (num, no))
+    log_t = jnp.exp(jnp.log(0.1) + u * (jnp.log(end) - jnp.log(0.1)))
+    lin = jax.random.uniform(ks[6], (num, no)) * end
+    t = jnp.where(jnp.arange(no)[None, :] % 2 == 0, log_t, lin)
+    predose = jax.random.uniform(ks[7], (num, 1)) < design["predose_probability"]
+    t = t.at[:, :1].set(jnp.where(predose, 0.0, t[:, :1]))
+    obs_mask = jnp.arange(no)[None, :] < n_obs[:, None]
+    t = jnp.sort(jnp.where(obs_mask, t, jnp.inf), axis=1)  # observed first, in time order
+    t = jnp.where(jnp.isfinite(t), t, end)
+    return {
+        "times": t, "mask": obs_mask,
+        "dose_times": dose_times, "dose_amounts": jnp.where(dose_mask, amount, 0.0),
+        "dose_rates": jnp.zeros((num, nd)), "dose_cmt": jnp.full((num, nd), DEPOT, jnp.int32), "dose_mask": dose_mask,
+    }
+
+
+def _check_doses(data) -> None:
+    d = data.doses
+    bad = np.asarray(d.mask) & (np.asarray(d.rates) > 0) & (np.asarray(d.cmt) == DEPOT)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise ValueError(
+            f"dose {j} of individual {data.ids[i]!r} is a zero-order input into the depot (CMT=1, RATE>0), "
+            "which pk_oral_1cmt does not model; give infusions CMT=2 (central) or make the dose a bolus (RATE=0)."
+        )
+
+
+def pk_oral_1cmt(*, error: str = "additive") -> IndividualModel:
+    """One-compartment model with first-order absorption: parameters `ka` (1/h), `CL` (L/h),
+    `V` (L), on the log scale, and the residual error.
+
+    **Arguments:**
+
+    - `error`: `"additive"` (y = C + a·ε, parameter `sigma_add` = log a),
+      `"proportional"` (y = C·(1 + b·ε), `sigma_prop` = log b), or `"combined"`
+      (SD √(a² + b²C²), both). The proportional model's SD is floored at 1e-4 mg/L
+      (√(b²C² + 10⁻⁸)), so that samples with C = 0 (before the first dose) keep a density.
+
+    Doses: oral (depot) and IV boluses and zero-order IV infusions, any number (see
+    [`one_compartment_concentration`][nlme_ppl.models.pk.one_compartment_concentration]); amounts in mg,
+    concentrations in mg/L. The training design prior (`PK_DESIGN`) draws 1–3 oral doses
+    of 50–1000 mg every 8–24 h and 6–16 samples up to 12–36 h after the last dose, so an
+    estimator trained under it serves real oral schedules of that kind.
+    """
+    if error not in _ERRORS:
+        raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
+    example = pk_design_prior(jax.random.key(0), 1)
+    design = {k: v[0] for k, v in example.items()}
+    model = IndividualModel(
+        _PROGRAMS[error],
+        design,
+        name="pk_oral_1cmt" if error == "additive" else f"pk_oral_1cmt_{error}",
+        design_prior=pk_design_prior,
+        description=f"One-compartment oral PK (ka, CL, V), {error} error, closed form with superposition over doses.",
+        data_check=_check_doses,
+    )
+    return model
