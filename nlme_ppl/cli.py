@@ -27,9 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--num-chains", type=int, default=4)
     d.add_argument("--seed", type=int, default=0)
 
-    f = sub.add_parser("fit", help="fit a population model to a long CSV (ID, TIME, DV)")
+    f = sub.add_parser("fit", help="fit a population model to a NONMEM-format CSV or a long CSV (ID, TIME, DV)")
     f.add_argument("--model", required=True, help="built-in model name, e.g. frohlich_simple")
-    f.add_argument("--data", required=True, help="CSV with columns ID, TIME, DV (one row per observation)")
+    f.add_argument("--data", required=True, help="NONMEM-format CSV (ID, TIME, DV, AMT, EVID, MDV, CMT, ...) or a CSV with columns ID, TIME, DV")
     f.add_argument("--covariance", choices=("diag", "full"), default="diag")
     f.add_argument("--fixed", default="", help="comma-separated parameters without random effect, e.g. offset,sigma")
     f.add_argument("--method", choices=("map", "nuts"), default="map")
@@ -67,6 +67,16 @@ def _demo(args) -> int:
     return 0
 
 
+def _read_data(path):
+    """A NONMEM-format file (it has an AMT or EVID column) or a long table ID, TIME, DV."""
+    import pandas as pd
+
+    import nlme_ppl as nlp
+
+    columns = {str(c).strip().upper() for c in pd.read_csv(path, nrows=0).columns}
+    return nlp.read_nonmem(path) if columns & {"AMT", "EVID"} else nlp.Dataset.from_csv(path)
+
+
 def _fit(args) -> int:
     if args.method == "nuts":
         _set_devices(args.num_chains)
@@ -77,7 +87,7 @@ def _fit(args) -> int:
 
     model = nlp.models.get(args.model)
     post = nlp.load_posterior(args.estimator, model=model) if args.estimator else nlp.pretrained(args.model)
-    data = nlp.Dataset.from_csv(args.data)
+    data = _read_data(args.data)
     fixed = tuple(s.strip() for s in args.fixed.split(",") if s.strip())
     population = nlp.populations.gaussian(model, covariance=args.covariance, fixed=fixed)
     out = Path(args.out)

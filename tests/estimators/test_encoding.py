@@ -1,0 +1,52 @@
+"""Event rows for dosing models: order, channels, and padding that changes nothing."""
+
+import jax
+import numpy as np
+
+import nlme_ppl as nlp
+from nlme_ppl.estimators._encoding import encode, num_channels
+from nlme_ppl.estimators._summary import GRUSummary, DeepSetSummary
+
+
+def _data(extra_dose_slots=0, extra_obs_slots=0):
+    times = [[0.0, 1.0, 4.0, 12.0, 13.0] + [0.0] * extra_obs_slots, [0.5, 2.0] + [0.0] * extra_obs_slots]
+    values = [[0.1, 3.0, 2.0, 1.0, 4.0] + [0.0] * extra_obs_slots, [1.0, 2.0] + [0.0] * extra_obs_slots]
+    mask = [[True] * 5 + [False] * extra_obs_slots, [True] * 2 + [False] * extra_obs_slots]
+    d_t = [[0.0, 12.0] + [0.0] * extra_dose_slots, [0.0] + [0.0] * extra_dose_slots]
+    d_a = [[100.0, 1000.0] + [1.0] * extra_dose_slots, [10.0] + [1.0] * extra_dose_slots]
+    d_m = [[True, True] + [False] * extra_dose_slots, [True] + [False] * extra_dose_slots]
+    width = max(len(r) for r in d_t)
+    pad = lambda rows, v: np.array([r + [v] * (width - len(r)) for r in rows])  # noqa: E731
+    doses = nlp.Doses.from_arrays(pad(d_t, 0.0), pad(d_a, 1.0), mask=pad(d_m, False))
+    w = max(len(r) for r in times)
+    pad_obs = lambda rows, v: np.array([r + [v] * (w - len(r)) for r in rows])  # noqa: E731
+    return nlp.Dataset.from_arrays(pad_obs(times, 0.0), pad_obs(values, 0.0), mask=pad_obs(mask, False), doses=doses)
+
+
+def test_rows_are_time_ordered_with_observations_before_doses():
+    model = nlp.models.pk_oral_1cmt()
+    assert num_channels(model) == 5 and num_channels(nlp.models.frohlich_simple()) == 1
+    t, v, m = encode(model, _data())
+    row = np.flatnonzero(m[0])
+    np.testing.assert_allclose(t[0, row], [0, 0, 1, 4, 12, 12, 13])
+    np.testing.assert_allclose(v[0, row, 1], [0, 1, 0, 0, 0, 1, 0])  # pre-dose sample first at t = 0 and 12
+    np.testing.assert_allclose(v[0, row, 0], [0.1, 0, 3, 2, 1, 0, 4])
+    np.testing.assert_allclose(v[0, row, 2], [0, 0, 0, 0, 0, 1, 0])  # log10(amount) - 2: 100 mg -> 0, 1000 mg -> 1
+    assert not v[0, ~m[0]].any() and not t[0, ~m[0]].any()
+
+
+def test_padding_of_doses_or_observations_changes_no_summary():
+    model = nlp.models.pk_oral_1cmt()
+    base = encode(model, _data())
+    for kw in ({"extra_dose_slots": 3}, {"extra_obs_slots": 4}, {"extra_dose_slots": 2, "extra_obs_slots": 1}):
+        padded = encode(model, _data(**kw))
+        for net in (GRUSummary(jax.random.key(0), patch_size=1, num_channels=5), DeepSetSummary(jax.random.key(1), patch_size=2, num_channels=5)):
+            a = jax.vmap(net)(*base)
+            b = jax.vmap(net)(*padded)
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)  # as the batched test in test_summary.py
+
+
+def test_models_without_doses_read_plain_arrays():
+    data = nlp.Dataset.from_arrays([1.0, 2.0, 3.0], [[1.0, 2.0, 3.0]])
+    t, v, m = encode(nlp.models.frohlich_simple(), data)
+    assert v.shape == (1, 3) and t.dtype == np.float32
