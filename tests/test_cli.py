@@ -61,3 +61,15 @@ def test_demo_runs_small(tmp_path):
 
     tree = az.from_netcdf(tmp_path / "posterior.nc")
     assert tree.log_likelihood["obs"].sizes["individual"] == 40
+
+
+def test_fit_theophylline_nonmem_file(tmp_path):
+    """The issue's command: a NONMEM-format file with doses, the shipped PK estimator."""
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "examples" / "data" / "theophylline.csv"
+    args = ["fit", "--model", "pk_oral_1cmt", "--data", str(data), "--method", "map", "--out", str(tmp_path)]
+    assert main(args + ["--fixed", "sigma_add"]) == 0
+    params = json.loads((tmp_path / "fit.json").read_text())["population_parameters"]
+    assert abs(params["mean[CL]"] - 1.02) < 0.08 and abs(params["mean[V]"] - 3.45) < 0.08  # R nlme: 1.019, 3.449
+    assert main(args) == 0  # without --fixed, sigma_add gets a random effect too

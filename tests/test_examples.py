@@ -12,6 +12,7 @@ TINY = {
     "custom_model.py": ["--num-simulations", "2000", "--max-epochs", "2", "--num-individuals", "20"],
     "bimodal_cell.py": ["--num-draws", "200"],
     "multi_experiment.py": ["--num-individuals", "60"],
+    "theophylline.py": ["--num-warmup", "30", "--num-samples", "30"],
 }
 
 

@@ -102,3 +102,21 @@ def test_data_checks_name_the_problem():
         nlp.models.frohlich_simple().designs_from_data(data.with_doses(nlp.Doses.from_individuals([[0.0]], [[100.0]])))
     with pytest.raises(ValueError, match=r"dose 0 of individual at row 0 has amount -1.0"):
         nlp.Doses.from_individuals([[0.0]], [[-1.0]])
+
+
+def test_theophylline_agrees_with_r_nlme():
+    """MAP with the shipped estimator against R nlme's ML fit of the same model
+    (examples/theophylline_nlme.R): population means within 0.08 on the log scale, random-effect
+    SDs within 30 %."""
+    import pandas as pd
+    from pathlib import Path
+
+    here = Path(__file__).parents[2] / "examples" / "data"
+    data = nlp.read_nonmem(here / "theophylline.csv")
+    model = nlp.models.pk_oral_1cmt()
+    fit = nlp.fit_map(nlp.populations.gaussian(model, fixed=("sigma_add",)), nlp.pretrained("pk_oral_1cmt"), data,
+                      jax.random.key(0), num_draws=200, diagnose=False)
+    ref = pd.read_csv(here / "theophylline_nlme.csv").set_index("parameter")["estimate"]
+    for p in ("ka", "CL", "V"):
+        assert abs(fit.params[f"mean[{p}]"] - ref[f"mean[{p}]"]) <= 0.08, p
+        assert abs(fit.params[f"sd[{p}]"] / ref[f"sd[{p}]"] - 1) <= 0.30, p
