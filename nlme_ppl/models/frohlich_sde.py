@@ -100,7 +100,7 @@ def frohlich_sde(times=None) -> IndividualModel:
     is what identifies `m0` and `scale` separately. The likelihood is intractable (the path is
     hidden randomness), so the model is `tractable=False`: amortized inference only. In the
     limit of many copies the mean path is the ODE solution
-    [`frohlich_simple_solution`][nlme_ppl.models.frohlich.frohlich_simple_solution] with k·m0 as `k_m0_scale`.
+    `frohlich_simple_solution` (in `nlme_ppl.models.frohlich`) with k·m0 as `k_m0_scale`.
     """
     t = FROHLICH_TIMES if times is None else np.asarray(times, float)
     if t.size and float(np.max(t)) > float(np.max(FROHLICH_TIMES)):
