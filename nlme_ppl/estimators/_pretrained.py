@@ -9,37 +9,40 @@ Each entry is `(num_simulations, TrainConfig, seed)`; the estimator is reproduce
 
 from __future__ import annotations
 
+import dataclasses
+
 from ._config import TrainConfig
 
 __all__ = ["PRETRAINED_CONFIGS", "train_pretrained"]
 
+_FROHLICH = TrainConfig(
+    summary="deepset",
+    summary_dim=32,
+    hidden_size=128,
+    summary_depth=2,
+    patch_size=4,
+    flow="coupling",
+    flow_layers=6,
+    knots=10,
+    interval=6.0,
+    nn_width=96,
+    nn_depth=1,
+    batch_size=256,
+    learning_rate=3e-3,
+    lr_schedule="cosine",
+    final_lr_fraction=0.02,
+    clip_norm=5.0,
+    max_epochs=50,
+    patience=10,
+    validation_fraction=0.1,
+    summary_regression=1.0,
+)
+
 PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
-    "frohlich_simple": (
-        120_000,
-        TrainConfig(
-            summary="deepset",
-            summary_dim=32,
-            hidden_size=128,
-            summary_depth=2,
-            patch_size=4,
-            flow="coupling",
-            flow_layers=6,
-            knots=10,
-            interval=6.0,
-            nn_width=96,
-            nn_depth=1,
-            batch_size=256,
-            learning_rate=3e-3,
-            lr_schedule="cosine",
-            final_lr_fraction=0.02,
-            clip_norm=5.0,
-            max_epochs=50,
-            patience=10,
-            validation_fraction=0.1,
-            summary_regression=1.0,
-        ),
-        20240,
-    ),
+    "frohlich_simple": (120_000, _FROHLICH, 20240),
+    # The stiff ODE and the SDE: the frohlich_simple architecture, a smaller budget (one session on 2 cores).
+    "frohlich_detailed": (100_000, dataclasses.replace(_FROHLICH, max_epochs=40), 11),
+    "frohlich_sde": (100_000, dataclasses.replace(_FROHLICH, max_epochs=40), 12),
     # Dosing model: a GRU over event rows (observations and doses in time order, one per step).
     "pk_oral_1cmt": (
         100_000,

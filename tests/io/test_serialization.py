@@ -4,6 +4,7 @@ import io
 import json
 import pickle
 import zipfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 import nlme_ppl as nlp
 from nlme_ppl.io import load_posterior, pretrained, save_posterior
 from tests.estimators._helpers import linear_model, some_data, untrained_posterior
+
+ROOT_PRETRAINED = Path(nlp.__file__).parent / "pretrained"
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +194,34 @@ def test_pretrained_frohlich_simple_loads():
     data = nlp.Dataset.from_arrays(np.arange(1, 181) / 6.0, np.zeros((2, 180)))
     draws = post.sample(data, jax.random.key(0), num_draws=10)
     assert draws.shape == (2, 10, 6) and np.isfinite(np.asarray(draws)).all()
+
+
+def test_every_shipped_estimator_loads_for_its_model_and_has_a_recipe():
+    from nlme_ppl.estimators import PRETRAINED_CONFIGS
+    from nlme_ppl.io.serialization import _available
+
+    names = _available()
+    assert {"frohlich_simple", "pk_oral_1cmt"} <= set(names)
+    for name in names:
+        post = pretrained(name)
+        assert post.model.fingerprint() == nlp.models.get(name).fingerprint() and name in PRETRAINED_CONFIGS
+
+
+#: Known SBC failures at seed 0, documented in docs/guide/estimators.md (gamma and t0 of
+#: frohlich_simple leave the band near its ends); strict, so a fix shows up as a failure here.
+_SBC_KNOWN_FAIL = {"frohlich_simple": "gamma and t0 leave the 99% band at seed 0 (docs/guide/estimators.md)"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(reason=_SBC_KNOWN_FAIL[n], strict=True)) if n in _SBC_KNOWN_FAIL else n
+     for n in sorted(p.stem for p in ROOT_PRETRAINED.glob("*.nlp"))],
+)
+def test_every_shipped_estimator_passes_sbc(name):
+    """SBC on 500 held-out simulations (seed 0, 100 draws, 99 % simultaneous bands), as documented."""
+    from nlme_ppl.diagnostics import sbc
+
+    post = pretrained(name)
+    result = sbc(post, post.model, jax.random.key(0), num_simulations=500, num_draws=100)
+    assert all(result.passed.values()), result.table()
