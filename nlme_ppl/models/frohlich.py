@@ -57,11 +57,13 @@ def frohlich_simple_solution(
     return k_m0_scale * tau * jnp.exp(-lo * tau) * _one_minus_exp_over_x(gap * tau)
 
 
+def sample_prior(prior: dict[str, tuple[float, float]]) -> dict:
+    """One `Normal(mean, √variance)` sample site per entry of `prior` (name -> (mean, variance))."""
+    return {name: numpyro.sample(name, dist.Normal(mean, float(np.sqrt(var)))) for name, (mean, var) in prior.items()}
+
+
 def _frohlich_simple_program(design, obs=None):
-    p = {
-        name: numpyro.sample(name, dist.Normal(mean, float(np.sqrt(var))))
-        for name, (mean, var) in FROHLICH_SIMPLE_PRIOR.items()
-    }
+    p = sample_prior(FROHLICH_SIMPLE_PRIOR)
     protein = frohlich_simple_solution(
         design["times"], jnp.exp(p["delta"]), jnp.exp(p["gamma"]), jnp.exp(p["k_m0_scale"]), jnp.exp(p["t0"])
     )
@@ -162,10 +164,7 @@ def frohlich_detailed_solution(
 
 
 def _frohlich_detailed_program(design, obs=None):
-    p = {
-        name: numpyro.sample(name, dist.Normal(mean, float(np.sqrt(var))))
-        for name, (mean, var) in FROHLICH_DETAILED_PRIOR.items()
-    }
+    p = sample_prior(FROHLICH_DETAILED_PRIOR)
     kinetic = [jnp.exp(p[n]) for n in list(FROHLICH_DETAILED_PRIOR)[:9]]
     protein = frohlich_detailed_solution(design["times"], *kinetic)
     # a stiff solve can undershoot zero by a rounding error; the observable needs p + offset > 0

@@ -13,7 +13,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._individual import IndividualModel
-from .frohlich import FROHLICH_TIMES
+from .frohlich import FROHLICH_TIMES, sample_prior
 
 __all__ = ["FROHLICH_SDE_PRIOR", "frohlich_sde", "frohlich_sde_path"]
 
@@ -77,10 +77,7 @@ def frohlich_sde_path(
 
 
 def _frohlich_sde_program(design, obs=None):
-    p = {
-        name: numpyro.sample(name, dist.Normal(mean, float(np.sqrt(var))))
-        for name, (mean, var) in FROHLICH_SDE_PRIOR.items()
-    }
+    p = sample_prior(FROHLICH_SDE_PRIOR)
     e = {n: jnp.exp(v) for n, v in p.items()}
     protein = frohlich_sde_path(numpyro.prng_key(), design["times"], e["delta"], e["gamma"], e["k"], e["m0"], e["t0"])
     mu = jnp.log(e["scale"] * protein + e["offset"])
