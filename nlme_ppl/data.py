@@ -312,7 +312,15 @@ class Dataset(eqx.Module):
         return np.asarray(self.mask).sum(axis=1)
 
     def to_dataframe(self) -> pd.DataFrame:
-        """Long table with columns ID, TIME, DV (one row per observation) and covariates."""
+        """Long table with columns ID, TIME, DV (one row per observation) and covariates.
+
+        Data with dosing events or censoring are refused (the table has no place for them):
+        write those with [`write_nonmem`][nlme_ppl.write_nonmem]."""
+        if self.doses is not None or self.censored is not None:
+            raise ValueError(
+                "this dataset has dosing events or censored observations, which a long ID/TIME/DV table would "
+                "drop; write it with nlp.write_nonmem(data, path) instead."
+            )
         mask = np.asarray(self.mask)
         rows, cols = np.nonzero(mask)
         df = pd.DataFrame(

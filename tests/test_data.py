@@ -82,3 +82,15 @@ def test_csv_refuses_time_varying_covariate():
 def test_from_individuals_refuses_length_mismatch():
     with pytest.raises(ValueError, match=r"individual 'b' \(row 1\): times \(2,\) and values \(3,\)"):
         nlp.Dataset.from_individuals([[0.0], [0.0, 1.0]], [[1.0], [1.0, 2.0, 3.0]], ids=["a", "b"])
+
+
+def test_doses_are_never_dropped_silently(tmp_path):
+    doses = nlp.Doses.from_individuals([[0.0], [0.0, 12.0]], [[100.0], [50.0, 50.0]])
+    d = nlp.Dataset.from_arrays([1.0, 2.0], [[1.0, 2.0], [3.0, 4.0]], doses=doses)
+    assert "3 doses" in repr(d)
+    with pytest.raises(ValueError, match="write it with nlp.write_nonmem"):
+        d.to_csv(tmp_path / "x.csv")
+    sub = d.subset([1])
+    np.testing.assert_allclose(np.asarray(sub.doses.times), [[0.0, 12.0]])
+    with pytest.raises(ValueError, match=r"`doses` covers 2 individuals but the data has 1"):
+        nlp.Dataset.from_arrays([1.0, 2.0], [[1.0, 2.0]], doses=doses)
