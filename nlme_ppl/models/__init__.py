@@ -3,10 +3,10 @@
 from ._individual import IndividualModel as IndividualModel
 from .frohlich import frohlich_detailed as frohlich_detailed, frohlich_simple as frohlich_simple
 from .frohlich_sde import frohlich_sde as frohlich_sde
-from .pk import pk_oral_1cmt as pk_oral_1cmt
+from .pk import pk_oral_1cmt as pk_oral_1cmt, pk_oral_2cmt as pk_oral_2cmt
 
 #: Built-in models by name, as used by `nlme-ppl --model NAME` and estimator files.
-BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed, "frohlich_sde": frohlich_sde, "pk_oral_1cmt": pk_oral_1cmt}
+BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed, "frohlich_sde": frohlich_sde, "pk_oral_1cmt": pk_oral_1cmt, "pk_oral_2cmt": pk_oral_2cmt}
 
 
 def get(name: str) -> IndividualModel:
@@ -16,4 +16,4 @@ def get(name: str) -> IndividualModel:
     return BUILTIN[name]()
 
 
-__all__ = ["IndividualModel", "frohlich_detailed", "frohlich_sde", "frohlich_simple", "get", "pk_oral_1cmt", "BUILTIN"]
+__all__ = ["IndividualModel", "frohlich_detailed", "frohlich_sde", "frohlich_simple", "get", "pk_oral_1cmt", "pk_oral_2cmt", "BUILTIN"]

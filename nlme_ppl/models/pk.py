@@ -7,6 +7,8 @@ is linear in the doses, so the concentration is a sum of one closed-form term pe
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,15 @@ from ..data import CENTRAL, DEPOT
 from ._individual import IndividualModel
 from .frohlich import _one_minus_exp_over_x
 
-__all__ = ["PK_ORAL_1CMT_PRIOR", "one_compartment_concentration", "pk_oral_1cmt", "pk_design_prior"]
+__all__ = [
+    "PK_ORAL_1CMT_PRIOR",
+    "PK_ORAL_2CMT_PRIOR",
+    "one_compartment_concentration",
+    "pk_design_prior",
+    "pk_oral_1cmt",
+    "pk_oral_2cmt",
+    "two_compartment_concentration",
+]
 
 #: Training prior of the structural parameters of `pk_oral_1cmt` (log scale): name -> (mean, SD).
 #: Units: ka in 1/h, CL in L/h, V in L, with doses in mg and concentrations in mg/L.
@@ -74,15 +84,17 @@ def one_compartment_concentration(
     return jnp.sum(jnp.where(pos & dose_mask[None, :], term, 0.0), axis=1)
 
 
-def _make_program(error: str):
+def _make_program(error: str, prior: dict, concentration):
+    """The NumPyro program of a PK model: `prior` (name -> (mean, SD), log scale) for the
+    structural parameters in the order `concentration` takes them, then the error parameters."""
     sigma_names = _ERRORS[error]
 
     def program(design, obs=None):
-        p = {n: numpyro.sample(n, dist.Normal(m, s)) for n, (m, s) in PK_ORAL_1CMT_PRIOR.items()}
+        p = [numpyro.sample(n, dist.Normal(m, s)) for n, (m, s) in prior.items()]
         sig = {n: numpyro.sample(n, dist.Normal(*PK_ERROR_PRIOR[n])) for n in sigma_names}
-        conc = one_compartment_concentration(
+        conc = concentration(
             design["times"], design["dose_times"], design["dose_amounts"], design["dose_rates"], design["dose_cmt"],
-            design["dose_mask"], jnp.exp(p["ka"]), jnp.exp(p["CL"]), jnp.exp(p["V"]),
+            design["dose_mask"], *(jnp.exp(x) for x in p),
         )
         var = jnp.zeros_like(conc)
         if "sigma_add" in sig:
@@ -93,11 +105,71 @@ def _make_program(error: str):
         sd = jnp.sqrt(var + _SD_FLOOR**2) if "sigma_add" not in sig else jnp.sqrt(var)
         numpyro.sample("obs", dist.Normal(conc, sd).mask(design["mask"]).to_event(1), obs=obs)
 
-    program.__name__ = f"pk_oral_1cmt_{error}"
     return program
 
 
-_PROGRAMS = {e: _make_program(e) for e in _ERRORS}
+def two_compartment_concentration(
+    times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V1, Q, V2
+) -> Float[Array, " T"]:
+    """Central concentration of a two-compartment model with first-order absorption.
+
+    With k10 = CL/V1, k12 = Q/V1, k21 = Q/V2 and the disposition rates α > β (the roots of
+    λ² - (k10 + k12 + k21) λ + k10 k21), each dose adds, for τ = t - t_dose > 0:
+
+    - oral bolus (cmt 1): A·ka/V1 · Σ_{λ ∈ {α, β, ka}} (k21 - λ) e^{-λτ} / Π_{μ ≠ λ} (μ - λ);
+    - IV bolus (cmt 2): A/V1 · [(α - k21) e^{-ατ} + (k21 - β) e^{-βτ}] / (α - β);
+    - zero-order infusion into the central compartment (cmt 2, rate R, duration A/R): the IV
+      response integrated over the infusion.
+
+    The partial-fraction form divides by ka - α and ka - β, so ka is nudged by a relative 1e-6
+    where it comes closer than that to a disposition rate (the error this makes is of that order).
+    """
+    k10, k12, k21 = CL / V1, Q / V1, Q / V2
+    total = k10 + k12 + k21
+    disc = jnp.sqrt(jnp.maximum(total**2 - 4 * k10 * k21, 0.0))
+    alpha, beta = (total + disc) / 2, (total - disc) / 2
+    for lam in (alpha, beta):
+        close = jnp.abs(ka - lam) < 1e-6 * lam
+        ka = jnp.where(close, lam * (1 + 2e-6), ka)
+    tau = times[:, None] - dose_times[None, :]
+    pos = tau > 0
+    tau = jnp.where(pos, tau, 0.0)
+    amount, rate = dose_amounts[None, :], dose_rates[None, :]
+    e_a, e_b, e_k = jnp.exp(-alpha * tau), jnp.exp(-beta * tau), jnp.exp(-ka * tau)
+    oral = amount * ka / V1 * (
+        (k21 - alpha) / ((ka - alpha) * (beta - alpha)) * e_a
+        + (k21 - beta) / ((ka - beta) * (alpha - beta)) * e_b
+        + (k21 - ka) / ((alpha - ka) * (beta - ka)) * e_k
+    )
+    ca, cb = (alpha - k21) / (alpha - beta), (k21 - beta) / (alpha - beta)
+    iv = amount / V1 * (ca * e_a + cb * e_b)
+    duration = amount / jnp.where(rate > 0, rate, 1.0)
+    on = jnp.minimum(tau, duration)
+    after = jnp.maximum(tau - duration, 0.0)
+    infusion = rate / V1 * (
+        ca / alpha * -jnp.expm1(-alpha * on) * jnp.exp(-alpha * after) + cb / beta * -jnp.expm1(-beta * on) * jnp.exp(-beta * after)
+    )
+    central = jnp.where(rate > 0, infusion, iv)
+    depot = jnp.where(rate > 0, jnp.nan, oral)
+    term = jnp.where(dose_cmt[None, :] == CENTRAL, central, depot)
+    return jnp.sum(jnp.where(pos & dose_mask[None, :], term, 0.0), axis=1)
+
+
+#: Training prior of the structural parameters of `pk_oral_2cmt` (log scale): name -> (mean, SD).
+PK_ORAL_2CMT_PRIOR = {"ka": (0.0, 1.0), "CL": (1.0, 1.0), "V1": (3.0, 1.0), "Q": (1.0, 1.0), "V2": (4.0, 1.0)}
+
+_STRUCTURAL = {
+    "1cmt": (PK_ORAL_1CMT_PRIOR, one_compartment_concentration),
+    "2cmt": (PK_ORAL_2CMT_PRIOR, two_compartment_concentration),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _program(kind: str, error: str):
+    """One program object per (model, error): compiled simulators are cached by it."""
+    prog = _make_program(error, *_STRUCTURAL[kind])
+    prog.__name__ = f"pk_oral_{kind}_{error}"
+    return prog
 
 
 def pk_design_prior(key, num: int, *, design=PK_DESIGN) -> dict:
@@ -164,11 +236,37 @@ def pk_oral_1cmt(*, error: str = "additive") -> IndividualModel:
     example = pk_design_prior(jax.random.key(0), 1)
     design = {k: v[0] for k, v in example.items()}
     model = IndividualModel(
-        _PROGRAMS[error],
+        _program("1cmt", error),
         design,
-        name="pk_oral_1cmt" if error == "additive" else f"pk_oral_1cmt_{error}",
+        name=_error_name("pk_oral_1cmt", error),
         design_prior=pk_design_prior,
         description=f"One-compartment oral PK (ka, CL, V), {error} error, closed form with superposition over doses.",
         data_check=_check_doses,
     )
     return model
+
+
+def _error_name(base: str, error: str) -> str:
+    return base if error == "additive" else f"{base}_{error}"
+
+
+def pk_oral_2cmt(*, error: str = "additive") -> IndividualModel:
+    """Two-compartment model with first-order absorption: `ka` (1/h), `CL` (L/h), `V1`
+    (central, L), `Q` (intercompartmental clearance, L/h), `V2` (peripheral, L), on the log
+    scale, then the residual error as in [`pk_oral_1cmt`][nlme_ppl.models.pk_oral_1cmt].
+
+    The same doses, design prior and encoding as `pk_oral_1cmt`; the concentration is the
+    closed form [`two_compartment_concentration`][nlme_ppl.models.pk.two_compartment_concentration].
+    No estimator ships for it: train one with `nlme-ppl train --model pk_oral_2cmt --out FILE`.
+    """
+    if error not in _ERRORS:
+        raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
+    example = pk_design_prior(jax.random.key(0), 1)
+    return IndividualModel(
+        _program("2cmt", error),
+        {k: v[0] for k, v in example.items()},
+        name=_error_name("pk_oral_2cmt", error),
+        design_prior=pk_design_prior,
+        description=f"Two-compartment oral PK (ka, CL, V1, Q, V2), {error} error, closed form with superposition over doses.",
+        data_check=_check_doses,
+    )

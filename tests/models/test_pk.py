@@ -9,24 +9,25 @@ from scipy import stats
 from scipy.integrate import solve_ivp
 
 import nlme_ppl as nlp
-from nlme_ppl.models.pk import one_compartment_concentration
+from nlme_ppl.models.pk import one_compartment_concentration, two_compartment_concentration
 
 
-def _ode_concentration(times, doses, ka, cl, v):
-    """Depot and central amounts by scipy (LSODA, rtol 1e-10) between dose events."""
-    ke = cl / v
+def _ode_concentration(times, doses, ka, cl, v, q=0.0, v2=1.0):
+    """Depot, central (and peripheral) amounts by scipy (LSODA, rtol 1e-10) between dose events."""
+    ke, k12, k21 = cl / v, q / v, q / v2
     events = sorted({0.0, *[d[0] for d in doses], *[d[0] + d[1] / d[2] for d in doses if d[2] > 0], float(times.max())})
 
     def infusion_rate(t):
         return sum(r for (td, a, r, c) in doses if r > 0 and td <= t < td + a / r)
 
-    x, out = np.zeros(2), np.zeros_like(times)
+    x, out = np.zeros(3), np.zeros_like(times)
     for t_a, t_b in zip(events[:-1], events[1:]):
         for td, a, r, c in doses:
             if td == t_a and r == 0:
                 x[0 if c == 1 else 1] += a
         rate = infusion_rate(t_a)
-        sol = solve_ivp(lambda t, s: [-ka * s[0], ka * s[0] - ke * s[1] + rate], (t_a, t_b), x, method="LSODA",
+        rhs = lambda t, s: [-ka * s[0], ka * s[0] - (ke + k12) * s[1] + k21 * s[2] + rate, k12 * s[1] - k21 * s[2]]  # noqa: E731
+        sol = solve_ivp(rhs, (t_a, t_b), x, method="LSODA",
                         rtol=1e-10, atol=1e-12, dense_output=True)
         inside = (times > t_a) & (times <= t_b)
         out[inside] = sol.sol(times[inside])[1] / v
@@ -51,6 +52,31 @@ def test_closed_form_matches_ode(doses, ka, cl, v):
                                          jnp.asarray(dc), jnp.ones(len(doses), bool), ka, cl, v)
     ref = _ode_concentration(times, doses, ka, cl, v)
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "doses",
+    [
+        [(0.0, 320.0, 0.0, 1), (12.0, 320.0, 0.0, 1)],
+        [(0.0, 500.0, 0.0, 2), (6.0, 200.0, 0.0, 1)],
+        [(1.0, 300.0, 100.0, 2)],
+    ],
+)
+@pytest.mark.parametrize("ka, cl, v1, q, v2", [(1.5, 3.0, 20.0, 4.0, 60.0), (0.5, 10.0, 10.0, 0.5, 100.0)])
+def test_two_compartment_closed_form_matches_ode(doses, ka, cl, v1, q, v2):
+    times = np.linspace(0.0, 48.0, 193)
+    dt, da, dr, dc = (np.array(x) for x in zip(*doses))
+    ours = two_compartment_concentration(jnp.asarray(times), jnp.asarray(dt), jnp.asarray(da), jnp.asarray(dr),
+                                         jnp.asarray(dc), jnp.ones(len(doses), bool), ka, cl, v1, q, v2)
+    ref = _ode_concentration(times, doses, ka, cl, v1, q, v2)
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-6, atol=1e-9)
+
+
+def test_two_compartment_model_simulates():
+    m = nlp.models.pk_oral_2cmt(error="combined")
+    assert m.param_names == ("ka", "CL", "V1", "Q", "V2", "sigma_add", "sigma_prop") and m.uses_doses
+    sims = nlp.simulate(m, jax.random.key(0), num_simulations=500, progress=False)
+    assert sims.num_dropped == 0 and sims.data.doses is not None
 
 
 def test_padded_doses_contribute_nothing():
