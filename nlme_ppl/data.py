@@ -39,8 +39,8 @@ class Doses(eqx.Module):
 
     @classmethod
     def from_individuals(cls, times, amounts, *, rates=None, cmt=None, ids=None) -> "Doses":
-        """One sequence of dose times and amounts per individual (any lengths, at least one
-        dose each is not required); `rates` and `cmt` likewise (default: bolus into the depot)."""
+        """One sequence of dose times and amounts per individual (any lengths, zero included);
+        `rates` and `cmt` likewise (default: a bolus into the depot)."""
         n = len(times)
         if len(amounts) != n:
             raise ValueError(f"got dose times for {n} individuals but amounts for {len(amounts)}.")
