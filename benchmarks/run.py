@@ -230,7 +230,7 @@ def bench_p6(model, post, quick):
     num = 10_000 if quick else 100_000
     for name in nlp.models.BUILTIN:
         m = nlp.models.get(name)
-        nlp.simulate(m, jax.random.key(0), num_simulations=min(num, 10_000), progress=False)  # compiles the chunk size
+        nlp.simulate(m, jax.random.key(0), num_simulations=min(num, m.simulation_chunk), progress=False)  # compiles the chunk size
         _, t = _timed(nlp.simulate, m, jax.random.key(1), num_simulations=num, progress=False)
         out[name] = {"num_simulations": num, "seconds": t, "per_second": num / t}
     return out

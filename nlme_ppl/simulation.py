@@ -60,13 +60,14 @@ def simulate(
     key,
     *,
     num_simulations: int,
-    chunk_size: int = 10_000,
+    chunk_size: int | None = None,
     max_dropped_fraction: float = 0.01,
     progress: bool = True,
 ) -> Simulations:
     """Simulate `num_simulations` pairs (φ, y) from the prior predictive of `model`.
 
-    Runs in jitted, vmapped chunks of `chunk_size`. Simulations with a non-finite parameter or
+    Runs in jitted, vmapped chunks of `chunk_size` (default: the model's `simulation_chunk`,
+    10,000 for most models). Simulations with a non-finite parameter or
     observation are dropped and counted in `num_dropped`; more than `max_dropped_fraction`
     dropped raises a `RuntimeError` (the simulator or the prior needs fixing).
 
@@ -74,7 +75,7 @@ def simulate(
     """
     check_keys(key)
     num_simulations = positive_int(num_simulations, name="num_simulations")
-    chunk_size = positive_int(chunk_size, name="chunk_size")
+    chunk_size = positive_int(model.simulation_chunk if chunk_size is None else chunk_size, name="chunk_size")
     parts = []
     sizes = [min(chunk_size, num_simulations - s) for s in range(0, num_simulations, chunk_size)]
     keys = jax.random.split(key, len(sizes))

@@ -195,4 +195,5 @@ def frohlich_detailed(times=None) -> IndividualModel:
         {"times": t},
         name="frohlich_detailed",
         description="Fröhlich et al. (2018) four-state mRNA transfection model, stiff ODE (diffrax Kvaerno3).",
+        simulation_chunk=2_000,  # lockstep adaptive steps under vmap: 1.2-1.6x faster than 10,000 here
     )
