@@ -77,6 +77,12 @@ class Doses(eqx.Module):
                 i, j = map(int, np.argwhere(bad)[0])
                 value = {"amount": amounts, "rate": rates, "cmt": cmt}[name][i, j]
                 raise ValueError(f"dose {j} of {individual_label(ids, i)} has {name} {value}; it {what}.")
+        return cls._padded(times, amounts, rates, cmt, mask)
+
+    @classmethod
+    def _padded(cls, times, amounts, rates, cmt, mask) -> "Doses":
+        """Doses from checked arrays, with the padded entries set to their neutral values."""
+        mask = np.asarray(mask, bool)
         return cls(
             times=jnp.asarray(np.where(mask, times, 0.0)),
             amounts=jnp.asarray(np.where(mask, amounts, 0.0)),
@@ -97,13 +103,7 @@ class Doses(eqx.Module):
         """The doses in batched simulator designs (keys `dose_times`, ...), or `None` if they have none."""
         if "dose_times" not in designs:
             return None
-        get = lambda k: np.asarray(designs[k])  # noqa: E731
-        mask = get("dose_mask").astype(bool)
-        return cls(
-            jnp.asarray(np.where(mask, get("dose_times"), 0.0)), jnp.asarray(np.where(mask, get("dose_amounts"), 0.0)),
-            jnp.asarray(np.where(mask, get("dose_rates"), 0.0)), jnp.asarray(np.where(mask, get("dose_cmt"), DEPOT).astype(np.int32)),
-            jnp.asarray(mask),
-        )
+        return cls._padded(*(np.asarray(designs[f"dose_{k}"]) for k in ("times", "amounts", "rates", "cmt", "mask")))
 
     def design(self) -> dict:
         """The per-individual design entries a dosing simulator reads."""
@@ -300,6 +300,22 @@ class Dataset(eqx.Module):
     def from_csv(cls, path: str | Path, **kwargs) -> "Dataset":
         """Read a long CSV with columns ID, TIME, DV (see [`from_dataframe`][nlme_ppl.Dataset.from_dataframe])."""
         return cls.from_dataframe(pd.read_csv(path), **kwargs)
+
+    @classmethod
+    def _from_designs(cls, designs, values, keep) -> "Dataset":
+        """Simulated data: batched simulator `designs` (times, mask, doses if any) and their
+        `values`, the rows where `keep`, with ids their row numbers. Unchecked: the caller
+        has dropped non-finite rows."""
+        designs = {k: np.asarray(v) for k, v in designs.items()}
+        mask, rows = designs["mask"].astype(bool), np.flatnonzero(keep)
+        doses = Doses.from_design(designs)
+        return cls(
+            times=jnp.asarray(np.where(mask, designs["times"], 0.0)[rows]),
+            values=jnp.asarray(np.where(mask, np.asarray(values), 0.0)[rows]),
+            mask=jnp.asarray(mask[rows]),
+            ids=tuple(str(i) for i in rows),
+            doses=None if doses is None else doses.subset(rows),
+        )
 
     # ------------------------------------------------------------------ views
     @property

@@ -86,8 +86,7 @@ def simulate(
             bar.update(n)
     params, obs = (np.concatenate(x) for x in list(zip(*parts))[:2])
     designs = jax.tree.map(lambda *x: np.concatenate(x), *[p[2] for p in parts])
-    times, mask = designs["times"], designs["mask"]
-    mask = mask.astype(bool)
+    mask = designs["mask"].astype(bool)
     ok = np.isfinite(params).all(1) & np.where(mask, np.isfinite(obs), True).all(1)
     dropped = int((~ok).sum())
     if dropped > max_dropped_fraction * num_simulations:
@@ -98,14 +97,7 @@ def simulate(
         )
     if dropped:
         tqdm.write(f"simulate: dropped {dropped} non-finite simulations of {num_simulations}.")
-    doses = Doses.from_design(designs)
-    data = Dataset(
-        times=jnp.asarray(np.where(mask, times, 0.0)[ok]),
-        values=jnp.asarray(np.where(mask, obs, 0.0)[ok]),
-        mask=jnp.asarray(mask[ok]),
-        ids=tuple(str(i) for i in np.flatnonzero(ok)),
-        doses=None if doses is None else doses.subset(np.flatnonzero(ok)),
-    )
+    data = Dataset._from_designs(designs, obs, ok)
     return Simulations(jnp.asarray(params[ok]), data, model.param_names, dropped)
 
 

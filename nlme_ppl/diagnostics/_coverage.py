@@ -25,7 +25,7 @@ import pandas as pd
 from jaxtyping import Float
 
 from .._validate import check_keys, positive_int
-from ..data import Dataset, Doses
+from ..data import Dataset
 from ._importance import SurrogateWarning, _name_ids
 
 __all__ = ["OutlierDiagnostics", "summary_outliers"]
@@ -130,16 +130,8 @@ def _reference_data(model, data: Dataset, key, num: int) -> tuple[Dataset, int]:
     designs = jax.tree.map(lambda x: x[rows], designs)
     _, obs = _simulate_at(model, jax.random.split(key, num), designs)
     obs, designs = jax.device_get((obs, designs))
-    obs, times, mask = np.asarray(obs), np.asarray(designs["times"]), np.asarray(designs["mask"], bool)
-    ok = np.where(mask, np.isfinite(obs), True).all(axis=1)
-    doses = Doses.from_design(designs)
-    ref = Dataset(
-        times=jnp.asarray(np.where(mask, times, 0.0)[ok]),
-        values=jnp.asarray(np.where(mask, obs, 0.0)[ok]),
-        mask=jnp.asarray(mask[ok]),
-        ids=tuple(str(i) for i in np.flatnonzero(ok)),
-        doses=None if doses is None else doses.subset(np.flatnonzero(ok)),
-    )
+    ok = np.where(np.asarray(designs["mask"], bool), np.isfinite(obs), True).all(axis=1)
+    ref = Dataset._from_designs(designs, obs, ok)
     return ref, int(num - ok.sum())
 
 

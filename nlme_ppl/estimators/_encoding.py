@@ -28,7 +28,7 @@ DOSE_CHANNELS = 4
 
 def num_channels(model) -> int:
     """Channels per row the summary network of `model` reads (1: the measurement only)."""
-    return 1 + DOSE_CHANNELS if getattr(model, "uses_doses", False) else 1
+    return 1 + DOSE_CHANNELS if model.uses_doses else 1
 
 
 def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -41,16 +41,12 @@ def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             f"individual {data.ids[i]!r}; estimators of model {model.name!r} were not trained with censoring. "
             "Fit the uncensored observations only (drop the BLQ rows explicitly), or use a model that simulates censoring."
         )
+    model.check_data(data)
     times = np.asarray(data.times, np.float32)
     values = np.asarray(data.values, np.float32)
     mask = np.asarray(data.mask, bool)
-    uses = getattr(model, "uses_doses", False)
-    if not uses:
-        if data.doses is not None:
-            model.designs_from_data(data)  # raises: doses the model would ignore
+    if not model.uses_doses:
         return times, values, mask
-    if data.doses is None:
-        model.designs_from_data(data)  # raises: a dosing model without doses
     d = data.doses
     dm = np.asarray(d.mask, bool)
     amounts, rates = np.asarray(d.amounts, np.float64), np.asarray(d.rates, np.float64)

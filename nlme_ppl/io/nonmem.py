@@ -21,8 +21,15 @@ __all__ = ["read_nonmem", "write_nonmem"]
 STANDARD = ("ID", "TIME", "DV", "AMT", "EVID", "MDV", "CMT", "RATE", "II", "ADDL", "SS", "CENS", "BLQ", "LIMIT")
 
 
-def _where(row_index: int, df_row: int, ident) -> str:
-    return f"row {row_index} (file line {df_row + 2}, ID {ident})"
+def _where(row: int, ident) -> str:
+    return f"row {row} (file line {row + 2}, ID {ident})"
+
+
+def _optional(df: pd.DataFrame, col: str) -> np.ndarray:
+    """An optional numeric column as floats, empty or missing entries (and a missing column) as 0."""
+    if col not in df.columns:
+        return np.zeros(len(df))
+    return np.nan_to_num(pd.to_numeric(df[col], errors="coerce").to_numpy(float))
 
 
 def _numeric(df: pd.DataFrame, col: str, rows: np.ndarray, *, what: str) -> np.ndarray:
@@ -34,7 +41,7 @@ def _numeric(df: pd.DataFrame, col: str, rows: np.ndarray, *, what: str) -> np.n
     if bad.any() or missing.any():
         i = int(np.flatnonzero(bad if bad.any() else missing)[0])
         raise ValueError(
-            f"column {col!r} at {_where(i, i, df['ID'].iloc[i])} is {raw.iloc[i]!r}, not a number, on {what}; "
+            f"column {col!r} at {_where(i, df['ID'].iloc[i])} is {raw.iloc[i]!r}, not a number, on {what}; "
             "fix the value, or mark the row MDV=1 if it is not an observation."
         )
     return num
@@ -70,6 +77,8 @@ def read_nonmem(
     """
     import warnings
 
+    if blq not in ("refuse", "keep"):
+        raise ValueError(f"`blq` must be 'refuse' or 'keep'; got {blq!r}.")
     df = path.copy() if isinstance(path, pd.DataFrame) else pd.read_csv(path, skipinitialspace=True)
     df.columns = [str(c).strip() for c in df.columns]
     upper = {c.upper(): c for c in df.columns}
@@ -96,14 +105,15 @@ def read_nonmem(
     for code in (3, 4):
         if (evid == code).any():
             i = int(np.flatnonzero(evid == code)[0])
-            raise ValueError(f"EVID={code} (reset) at {_where(i, i, ident.iloc[i])} is not supported; split the record into separate IDs.")
-    if "SS" in df.columns and (pd.to_numeric(df["SS"], errors="coerce").fillna(0) != 0).any():
-        i = int(np.flatnonzero((pd.to_numeric(df["SS"], errors="coerce").fillna(0) != 0).to_numpy())[0])
-        raise ValueError(f"SS (steady state) at {_where(i, i, ident.iloc[i])} is not supported; write out the doses explicitly (II/ADDL).")
+            raise ValueError(f"EVID={code} (reset) at {_where(i, ident.iloc[i])} is not supported; split the record into separate IDs.")
+    steady = _optional(df, "SS") != 0
+    if steady.any():
+        i = int(np.flatnonzero(steady)[0])
+        raise ValueError(f"SS (steady state) at {_where(i, ident.iloc[i])} is not supported; write out the doses explicitly (II/ADDL).")
     unknown = ~np.isin(evid, (0, 1, 2))
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
-        raise ValueError(f"column 'EVID' at {_where(i, i, ident.iloc[i])} is {evid[i]:g}; expected 0 (observation), 1 (dose) or 2 (other).")
+        raise ValueError(f"column 'EVID' at {_where(i, ident.iloc[i])} is {evid[i]:g}; expected 0 (observation), 1 (dose) or 2 (other).")
     mdv = _numeric(df, "MDV", all_rows, what="a row (MDV)") if "MDV" in df.columns else (evid != 0).astype(float)
     is_obs = (evid == 0) & (mdv == 0)
     is_dose = evid == 1
@@ -115,33 +125,29 @@ def read_nonmem(
     bad = is_dose & ~(amt > 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"column 'AMT' at {_where(i, i, ident.iloc[i])} is {amt[i]:g} on a dose row; dose amounts must be positive.")
+        raise ValueError(f"column 'AMT' at {_where(i, ident.iloc[i])} is {amt[i]:g} on a dose row; dose amounts must be positive.")
     cmt = _numeric(df, "CMT", is_dose, what="a dose row") if "CMT" in df.columns and is_dose.any() else np.full(n_rows, DEPOT, float)
-    rate = np.nan_to_num(pd.to_numeric(df["RATE"], errors="coerce").to_numpy(float)) if "RATE" in df.columns else np.zeros(n_rows)
+    rate = _optional(df, "RATE")
     if (is_dose & (rate < 0)).any():
         i = int(np.flatnonzero(is_dose & (rate < 0))[0])
-        raise ValueError(f"column 'RATE' at {_where(i, i, ident.iloc[i])} is {rate[i]:g}; modelled rates/durations (RATE=-1/-2) are not supported, give the rate.")
-    ii = np.nan_to_num(pd.to_numeric(df["II"], errors="coerce").to_numpy(float)) if "II" in df.columns else np.zeros(n_rows)
-    addl = np.nan_to_num(pd.to_numeric(df["ADDL"], errors="coerce").to_numpy(float)) if "ADDL" in df.columns else np.zeros(n_rows)
+        raise ValueError(f"column 'RATE' at {_where(i, ident.iloc[i])} is {rate[i]:g}; modelled rates/durations (RATE=-1/-2) are not supported, give the rate.")
+    ii, addl = _optional(df, "II"), _optional(df, "ADDL")
     if (is_dose & (addl > 0) & ~(ii > 0)).any():
         i = int(np.flatnonzero(is_dose & (addl > 0) & ~(ii > 0))[0])
-        raise ValueError(f"row {i} (file line {i + 2}, ID {ident.iloc[i]}) has ADDL={addl[i]:g} but II={ii[i]:g}; additional doses need a positive interval II.")
+        raise ValueError(f"{_where(i, ident.iloc[i])} has ADDL={addl[i]:g} but II={ii[i]:g}; additional doses need a positive interval II.")
     cens_col = "CENS" if "CENS" in df.columns else ("BLQ" if "BLQ" in df.columns else None)
     censored = np.zeros(n_rows, bool)
     if cens_col is not None:
-        censored = is_obs & (pd.to_numeric(df[cens_col], errors="coerce").fillna(0).to_numpy() != 0)
+        censored = is_obs & (_optional(df, cens_col) != 0)
         if censored.any() and blq == "refuse":
             i = int(np.flatnonzero(censored)[0])
             raise ValueError(
                 f"column {cens_col!r} marks {int(censored.sum())} observation(s) as below the limit of quantification, the "
-                f"first at {_where(i, i, ident.iloc[i])}; the built-in estimators are not trained with censoring. "
+                f"first at {_where(i, ident.iloc[i])}; the built-in estimators are not trained with censoring. "
                 "Remove those rows explicitly, or read with blq='keep' for a model that handles censoring."
             )
         if censored.any() and "LIMIT" in df.columns:
             dv = np.where(censored, _numeric(df, "LIMIT", censored, what="a censored row"), dv)
-    if blq not in ("refuse", "keep"):
-        raise ValueError(f"`blq` must be 'refuse' or 'keep'; got {blq!r}.")
-
     extra = [c for c in df.columns if c not in STANDARD]
     order = list(dict.fromkeys(ident))  # IDs in order of first appearance
     groups = {k: np.flatnonzero((ident == k).to_numpy()) for k in order}
@@ -167,7 +173,7 @@ def read_nonmem(
         t = time[rows][(is_obs | is_dose)[rows]]
         if np.any(np.diff(t) < 0):
             j = rows[(is_obs | is_dose)[rows]][int(np.flatnonzero(np.diff(t) < 0)[0]) + 1]
-            raise ValueError(f"TIME decreases within ID {k} at {_where(j, j, k)} ({time[j]:g} after a larger time); sort each ID's rows by TIME.")
+            raise ValueError(f"TIME decreases within ID {k} at {_where(j, k)} ({time[j]:g} after a larger time); sort each ID's rows by TIME.")
         o = rows[is_obs[rows]]
         if o.size == 0:
             raise ValueError(f"ID {k} has no observations (no row with EVID=0 and MDV=0); remove it from the file.")
@@ -181,7 +187,7 @@ def read_nonmem(
             vals = pd.to_numeric(df[c].iloc[rows], errors="coerce")
             if vals.isna().any():
                 j = rows[int(np.flatnonzero(vals.isna().to_numpy())[0])]
-                raise ValueError(f"covariate {c!r} at {_where(j, j, k)} is {df[c].iloc[j]!r}, not a number.")
+                raise ValueError(f"covariate {c!r} at {_where(j, k)} is {df[c].iloc[j]!r}, not a number.")
             if vals.nunique() != 1:
                 raise ValueError(f"covariate {c!r} changes within ID {k} ({sorted(vals.unique().tolist())}); it must be constant per individual.")
             cov[c].append(float(vals.iloc[0]))

@@ -158,26 +158,31 @@ class IndividualModel(eqx.Module):
 
     def designs_from_data(self, data) -> PyTree:
         """Per-individual designs for a `Dataset`: its times and mask, other entries broadcast."""
+        self.check_data(data)
         n, t = data.times.shape
         per_individual = {"times": data.times, "mask": data.mask}
-        doses = getattr(data, "doses", None)
         if self.uses_doses:
-            if doses is None:
-                raise ValueError(
-                    f"model {self.name!r} simulates dosing events but the data has none; read the data with "
-                    "nlp.read_nonmem (AMT/EVID dose rows) or pass Dataset.from_arrays(..., doses=nlp.Doses...)."
-                )
-            per_individual.update(doses.design())
-            if self.data_check is not None:
-                self.data_check(data)
-        elif doses is not None:
+            per_individual.update(data.doses.design())
+        base = {k: v for k, v in self.design.items() if k not in per_individual}
+        out = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), base)
+        return {**out, **per_individual}
+
+    def check_data(self, data) -> None:
+        """Refuse data this model cannot read as given: doses missing for a dosing model, doses a
+        non-dosing model would ignore, and whatever the model's `data_check` refuses."""
+        doses = getattr(data, "doses", None)
+        if self.uses_doses and doses is None:
+            raise ValueError(
+                f"model {self.name!r} simulates dosing events but the data has none; read the data with "
+                "nlp.read_nonmem (AMT/EVID dose rows) or pass Dataset.from_arrays(..., doses=nlp.Doses...)."
+            )
+        if not self.uses_doses and doses is not None:
             raise ValueError(
                 f"the data has dosing events but model {self.name!r} does not read doses (its design has no "
                 "'dose_times'); they would be ignored. Use a dosing model (e.g. pk_oral_1cmt) or drop the doses."
             )
-        base = {k: v for k, v in self.design.items() if k not in per_individual}
-        out = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), base)
-        return {**out, **per_individual}
+        if doses is not None and self.data_check is not None:
+            self.data_check(data)
 
     @property
     def uses_doses(self) -> bool:

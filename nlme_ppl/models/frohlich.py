@@ -42,6 +42,13 @@ def _one_minus_exp_over_x(x):
     return jnp.where(small, 1.0 - x / 2.0 + x * x / 6.0, -jnp.expm1(-x_safe) / x_safe)
 
 
+def bateman(tau, a, b):
+    """(e^{-b τ} - e^{-a τ}) / (a - b) for τ >= 0, written as τ e^{-min(a,b) τ} (1 - e^{-|a-b| τ}) / (|a-b| τ):
+    symmetric in (a, b), finite at a = b (τ e^{-a τ}), free of overflow. The two-state transfection
+    model and first-order absorption (`models.pk`) share it."""
+    return tau * jnp.exp(-jnp.minimum(a, b) * tau) * _one_minus_exp_over_x(jnp.abs(a - b) * tau)
+
+
 def frohlich_simple_solution(
     times: Float[Array, " T"], delta, gamma, k_m0_scale, t0
 ) -> Float[Array, " T"]:
@@ -51,10 +58,7 @@ def frohlich_simple_solution(
     For τ = t - t0 > 0, p = k/(δ-γ) (e^{-γτ} - e^{-δτ}) = k τ e^{-min(δ,γ)τ} (1-e^{-|δ-γ|τ})/(|δ-γ|τ),
     which is the form used here: symmetric in (δ, γ), finite at δ = γ, and free of overflow.
     """
-    tau = jnp.maximum(times - t0, 0.0)
-    lo = jnp.minimum(delta, gamma)
-    gap = jnp.abs(delta - gamma)
-    return k_m0_scale * tau * jnp.exp(-lo * tau) * _one_minus_exp_over_x(gap * tau)
+    return k_m0_scale * bateman(jnp.maximum(times - t0, 0.0), delta, gamma)
 
 
 def sample_prior(prior: dict[str, tuple[float, float]]) -> dict:

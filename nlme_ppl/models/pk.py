@@ -18,7 +18,7 @@ from jaxtyping import Array, Float
 
 from ..data import CENTRAL, DEPOT
 from ._individual import IndividualModel
-from .frohlich import _one_minus_exp_over_x
+from .frohlich import bateman
 
 __all__ = [
     "PK_ORAL_1CMT_PRIOR",
@@ -49,11 +49,6 @@ PK_DESIGN = {
 }
 
 
-def _bateman(tau, ka, ke):
-    """(e^{-ke τ} - e^{-ka τ}) / (ka - ke) for τ >= 0: finite at ka = ke, no overflow."""
-    return tau * jnp.exp(-jnp.minimum(ka, ke) * tau) * _one_minus_exp_over_x(jnp.abs(ka - ke) * tau)
-
-
 def one_compartment_concentration(
     times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V
 ) -> Float[Array, " T"]:
@@ -70,14 +65,26 @@ def one_compartment_concentration(
     (`pk_oral_1cmt` refuses such data with a message before simulating).
     """
     ke = CL / V
-    tau = times[:, None] - dose_times[None, :]  # (T, D)
-    pos = tau > 0
-    tau = jnp.where(pos, tau, 0.0)
-    amount, rate = dose_amounts[None, :], dose_rates[None, :]
-    oral = amount * ka / V * _bateman(tau, ka, ke)
+    tau, pos, amount, rate, duration = _dose_grid(times, dose_times, dose_amounts, dose_rates)
+    oral = amount * ka / V * bateman(tau, ka, ke)
     iv = amount / V * jnp.exp(-ke * tau)
-    duration = amount / jnp.where(rate > 0, rate, 1.0)
     infusion = rate / CL * -jnp.expm1(-ke * jnp.minimum(tau, duration)) * jnp.exp(-ke * jnp.maximum(tau - duration, 0.0))
+    return _superpose(oral, iv, infusion, rate, dose_cmt, pos, dose_mask)
+
+
+def _dose_grid(times, dose_times, dose_amounts, dose_rates):
+    """Time since each dose `(T, D)` (0 before it), whether it has started, and the dose's
+    amount, rate and infusion duration broadcast to `(1, D)`."""
+    tau = times[:, None] - dose_times[None, :]
+    pos = tau > 0
+    amount, rate = dose_amounts[None, :], dose_rates[None, :]
+    duration = amount / jnp.where(rate > 0, rate, 1.0)
+    return jnp.where(pos, tau, 0.0), pos, amount, rate, duration
+
+
+def _superpose(oral, iv, infusion, rate, dose_cmt, pos, dose_mask):
+    """Sum over doses of the response of each one's route: depot bolus (`oral`), central bolus
+    (`iv`) or central infusion; a depot infusion (not modelled) is NaN."""
     central = jnp.where(rate > 0, infusion, iv)
     depot = jnp.where(rate > 0, jnp.nan, oral)
     term = jnp.where(dose_cmt[None, :] == CENTRAL, central, depot)
@@ -131,10 +138,7 @@ def two_compartment_concentration(
     for lam in (alpha, beta):
         close = jnp.abs(ka - lam) < 1e-6 * lam
         ka = jnp.where(close, lam * (1 + 2e-6), ka)
-    tau = times[:, None] - dose_times[None, :]
-    pos = tau > 0
-    tau = jnp.where(pos, tau, 0.0)
-    amount, rate = dose_amounts[None, :], dose_rates[None, :]
+    tau, pos, amount, rate, duration = _dose_grid(times, dose_times, dose_amounts, dose_rates)
     e_a, e_b, e_k = jnp.exp(-alpha * tau), jnp.exp(-beta * tau), jnp.exp(-ka * tau)
     oral = amount * ka / V1 * (
         (k21 - alpha) / ((ka - alpha) * (beta - alpha)) * e_a
@@ -143,16 +147,12 @@ def two_compartment_concentration(
     )
     ca, cb = (alpha - k21) / (alpha - beta), (k21 - beta) / (alpha - beta)
     iv = amount / V1 * (ca * e_a + cb * e_b)
-    duration = amount / jnp.where(rate > 0, rate, 1.0)
     on = jnp.minimum(tau, duration)
     after = jnp.maximum(tau - duration, 0.0)
     infusion = rate / V1 * (
         ca / alpha * -jnp.expm1(-alpha * on) * jnp.exp(-alpha * after) + cb / beta * -jnp.expm1(-beta * on) * jnp.exp(-beta * after)
     )
-    central = jnp.where(rate > 0, infusion, iv)
-    depot = jnp.where(rate > 0, jnp.nan, oral)
-    term = jnp.where(dose_cmt[None, :] == CENTRAL, central, depot)
-    return jnp.sum(jnp.where(pos & dose_mask[None, :], term, 0.0), axis=1)
+    return _superpose(oral, iv, infusion, rate, dose_cmt, pos, dose_mask)
 
 
 #: Training prior of the structural parameters of `pk_oral_2cmt` (log scale): name -> (mean, SD).
@@ -203,15 +203,22 @@ def pk_design_prior(key, num: int, *, design=PK_DESIGN) -> dict:
     }
 
 
-def _check_doses(data) -> None:
+def _check_doses(data, model_name: str) -> None:
     d = data.doses
     bad = np.asarray(d.mask) & (np.asarray(d.rates) > 0) & (np.asarray(d.cmt) == DEPOT)
     if bad.any():
         i, j = map(int, np.argwhere(bad)[0])
         raise ValueError(
             f"dose {j} of individual {data.ids[i]!r} is a zero-order input into the depot (CMT=1, RATE>0), "
-            "which pk_oral_1cmt does not model; give infusions CMT=2 (central) or make the dose a bolus (RATE=0)."
+            f"which {model_name} does not model; give infusions CMT=2 (central) or make the dose a bolus (RATE=0)."
         )
+
+
+@functools.lru_cache(maxsize=None)
+def _dose_check(model_name: str):
+    """The data check of a PK model: one object per name, since models are compared (and
+    compiled functions cached) by their static fields."""
+    return functools.partial(_check_doses, model_name=model_name)
 
 
 def pk_oral_1cmt(*, error: str = "additive") -> IndividualModel:
@@ -231,19 +238,7 @@ def pk_oral_1cmt(*, error: str = "additive") -> IndividualModel:
     of 50–1000 mg every 8–24 h and 6–16 samples up to 12–36 h after the last dose, so an
     estimator trained under it serves real oral schedules of that kind.
     """
-    if error not in _ERRORS:
-        raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
-    example = pk_design_prior(jax.random.key(0), 1)
-    design = {k: v[0] for k, v in example.items()}
-    model = IndividualModel(
-        _program("1cmt", error),
-        design,
-        name=_error_name("pk_oral_1cmt", error),
-        design_prior=pk_design_prior,
-        description=f"One-compartment oral PK (ka, CL, V), {error} error, closed form with superposition over doses.",
-        data_check=_check_doses,
-    )
-    return model
+    return _pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)")
 
 
 def _error_name(base: str, error: str) -> str:
@@ -259,14 +254,20 @@ def pk_oral_2cmt(*, error: str = "additive") -> IndividualModel:
     closed form [`two_compartment_concentration`][nlme_ppl.models.pk.two_compartment_concentration].
     No estimator ships for it: train one with `nlme-ppl train --model pk_oral_2cmt --out FILE`.
     """
+    return _pk_model("2cmt", error, "Two-compartment oral PK (ka, CL, V1, Q, V2)")
+
+
+def _pk_model(kind: str, error: str, what: str) -> IndividualModel:
+    """A built-in PK model: the `kind` program, the design prior, and the dose check."""
     if error not in _ERRORS:
         raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
+    name = _error_name(f"pk_oral_{kind}", error)
     example = pk_design_prior(jax.random.key(0), 1)
     return IndividualModel(
-        _program("2cmt", error),
+        _program(kind, error),
         {k: v[0] for k, v in example.items()},
-        name=_error_name("pk_oral_2cmt", error),
+        name=name,
         design_prior=pk_design_prior,
-        description=f"Two-compartment oral PK (ka, CL, V1, Q, V2), {error} error, closed form with superposition over doses.",
-        data_check=_check_doses,
+        description=f"{what}, {error} error, closed form with superposition over doses.",
+        data_check=_dose_check(name),
     )
