@@ -111,6 +111,14 @@ class Doses(eqx.Module):
                 "dose_cmt": self.cmt, "dose_mask": self.mask}
 
 
+def censored_in(designs, values) -> np.ndarray | None:
+    """Which simulated `values` a censoring simulator recorded at their limit (`values <= lloq`
+    where observed), or `None` when the `designs` have no `lloq`."""
+    if "lloq" not in designs:
+        return None
+    return np.asarray(designs["mask"], bool) & (np.asarray(values) <= np.asarray(designs["lloq"]))
+
+
 class Dataset(eqx.Module):
     """Observations of `N` individuals, padded to a common length `T`.
 
@@ -309,12 +317,14 @@ class Dataset(eqx.Module):
         designs = {k: np.asarray(v) for k, v in designs.items()}
         mask, rows = designs["mask"].astype(bool), np.flatnonzero(keep)
         doses = Doses.from_design(designs)
+        censored = censored_in(designs, values)
         return cls(
             times=jnp.asarray(np.where(mask, designs["times"], 0.0)[rows]),
             values=jnp.asarray(np.where(mask, np.asarray(values), 0.0)[rows]),
             mask=jnp.asarray(mask[rows]),
             ids=tuple(str(i) for i in rows),
             doses=None if doses is None else doses.subset(rows),
+            censored=None if censored is None or not censored[rows].any() else jnp.asarray(censored[rows]),
         )
 
     # ------------------------------------------------------------------ views

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from ._validate import check_keys, positive_int
-from .data import Dataset, Doses
+from .data import Dataset, Doses, censored_in
 from .models import IndividualModel
 
 __all__ = ["Simulations", "simulate", "simulate_data"]
@@ -127,5 +127,6 @@ def simulate_data(model: IndividualModel, params: Float[Array, "n k"], key, *, d
     obs = _simulate_given(model, jax.random.split(key, n), params, designs)
     mask = np.asarray(designs["mask"], bool)
     return Dataset.from_arrays(
-        np.asarray(designs["times"]), np.asarray(obs), mask=mask, ids=ids, covariates=covariates, doses=Doses.from_design(designs)
+        np.asarray(designs["times"]), np.asarray(obs), mask=mask, ids=ids, covariates=covariates, doses=Doses.from_design(designs),
+        censored=censored_in(designs, obs),
     )

@@ -1,14 +1,18 @@
 """What a summary network reads: one row per observation and, for dosing models, per dose.
 
-Models without doses give the plain `(times, values, mask)`. Dosing models give event rows,
-as in the PK encoding of Arruda et al. (2024): observations and doses merged in time order,
-each row `(time, channels)` with the channels
+Models without doses or censoring give the plain `(times, values, mask)`. Dosing models give
+event rows, as in the PK encoding of Arruda et al. (2024): observations and doses merged in
+time order, each row `(time, channels)` with the channels
 
     0  the measurement (0 on dose rows)
     1  1 on dose rows, 0 on observation rows
     2  log10(amount) - 2 (amount in the data's unit, mg for the built-in models; 0 on observations)
     3  infusion duration / 24 h (0 for a bolus)
     4  1 for a dose into the central compartment (IV), 0 for the depot (oral)
+
+Censoring models (design entry `lloq`) add a last channel: 1 on a censored observation (its
+measurement channel then holds the limit), 0 elsewhere. That is how the estimator learns the
+M3 posterior: it sees which values are limits rather than measurements.
 
 Padded rows (mask False) are zero in every channel and sort last. At equal times an
 observation comes before a dose (a pre-dose sample).
@@ -28,32 +32,29 @@ DOSE_CHANNELS = 4
 
 def num_channels(model) -> int:
     """Channels per row the summary network of `model` reads (1: the measurement only)."""
-    return 1 + DOSE_CHANNELS if model.uses_doses else 1
+    return 1 + (DOSE_CHANNELS if model.uses_doses else 0) + (1 if model.uses_censoring else 0)
 
 
 def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Summary-network inputs of every individual of `data` for an estimator of `model`:
     `times (N, R)` float32, `values (N, R)` or `(N, R, C)` float32, `mask (N, R)` bool."""
-    if data.censored is not None:
-        i = int(np.flatnonzero(np.asarray(data.censored).any(axis=1))[0])
-        raise ValueError(
-            f"the data has censored observations (below the limit of quantification), the first for "
-            f"individual {data.ids[i]!r}; estimators of model {model.name!r} were not trained with censoring. "
-            "Fit the uncensored observations only (drop the BLQ rows explicitly), or use a model that simulates censoring."
-        )
     model.check_data(data)
     times = np.asarray(data.times, np.float32)
     values = np.asarray(data.values, np.float32)
     mask = np.asarray(data.mask, bool)
-    if not model.uses_doses:
+    if num_channels(model) == 1:
         return times, values, mask
-    d = data.doses
-    dm = np.asarray(d.mask, bool)
-    amounts, rates = np.asarray(d.amounts, np.float64), np.asarray(d.rates, np.float64)
     n, t_obs = times.shape
-    num_doses = dm.shape[1]
+    d = data.doses if model.uses_doses else None
+    num_doses = 0 if d is None else d.mask.shape[1]
     ch = np.zeros((n, t_obs + num_doses, num_channels(model)), np.float32)
     ch[:, :t_obs, 0] = np.where(mask, values, 0.0)
+    if model.uses_censoring and data.censored is not None:
+        ch[:, :t_obs, -1] = np.asarray(data.censored, bool) & mask
+    if d is None:
+        return times, ch, mask
+    dm = np.asarray(d.mask, bool)
+    amounts, rates = np.asarray(d.amounts, np.float64), np.asarray(d.rates, np.float64)
     ch[:, t_obs:, 1] = dm
     ch[:, t_obs:, 2] = np.where(dm, np.log10(np.where(dm, amounts, 1.0)) - 2.0, 0.0)
     ch[:, t_obs:, 3] = np.where(dm & (rates > 0), amounts / np.where(rates > 0, rates, 1.0) / 24.0, 0.0)

@@ -38,37 +38,37 @@ _FROHLICH = TrainConfig(
     summary_regression=1.0,
 )
 
+# Dosing models: a GRU over event rows (observations and doses in time order, one per step).
+_PK = TrainConfig(
+    summary="gru",
+    summary_dim=16,
+    hidden_size=96,
+    patch_size=1,
+    flow="coupling",
+    flow_layers=5,
+    knots=8,
+    interval=6.0,
+    nn_width=96,
+    nn_depth=1,
+    batch_size=256,
+    learning_rate=2e-3,
+    lr_schedule="cosine",
+    final_lr_fraction=0.02,
+    clip_norm=5.0,
+    max_epochs=45,
+    patience=8,
+    validation_fraction=0.1,
+    summary_regression=1.0,
+)
+
 PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
     "frohlich_simple": (120_000, _FROHLICH, 20240),
     # The stiff ODE and the SDE: the frohlich_simple architecture, a smaller budget (one session on 2 cores).
     "frohlich_detailed": (100_000, dataclasses.replace(_FROHLICH, max_epochs=40), 11),
     "frohlich_sde": (100_000, dataclasses.replace(_FROHLICH, max_epochs=40), 12),
-    # Dosing model: a GRU over event rows (observations and doses in time order, one per step).
-    "pk_oral_1cmt": (
-        100_000,
-        TrainConfig(
-            summary="gru",
-            summary_dim=16,
-            hidden_size=96,
-            patch_size=1,
-            flow="coupling",
-            flow_layers=5,
-            knots=8,
-            interval=6.0,
-            nn_width=96,
-            nn_depth=1,
-            batch_size=256,
-            learning_rate=2e-3,
-            lr_schedule="cosine",
-            final_lr_fraction=0.02,
-            clip_norm=5.0,
-            max_epochs=45,
-            patience=8,
-            validation_fraction=0.1,
-            summary_regression=1.0,
-        ),
-        4,
-    ),
+    "pk_oral_1cmt": (100_000, _PK, 4),
+    # The same with censoring below a limit of quantification (M3): one more input channel, the flag.
+    "pk_oral_1cmt_censored": (100_000, _PK, 5),
 }
 
 

@@ -51,7 +51,7 @@ def read_nonmem(
     path: str | Path | pd.DataFrame,
     *,
     covariates: Sequence[str] | None = None,
-    blq: str = "refuse",
+    blq: str = "keep",
 ) -> Dataset:
     """Read a NONMEM-format CSV into a [`Dataset`][nlme_ppl.Dataset] with its dosing events.
 
@@ -61,9 +61,11 @@ def read_nonmem(
     - `covariates`: columns to keep as per-individual covariates (each must be constant
       within an ID). Default: every non-standard numeric column that is constant within
       each ID; other non-standard columns are reported in a warning and not kept.
-    - `blq`: what to do with censored observations (CENS=1 or BLQ=1): `"refuse"` (default;
-      the built-in estimators are not trained with censoring), or `"keep"` (kept, flagged in
-      `Dataset.censored`, with DV as the limit, or LIMIT where that column is given).
+    - `blq`: what to do with censored observations (CENS=1 or BLQ=1): `"keep"` (default: kept,
+      flagged in `Dataset.censored`, with DV as the limit, or LIMIT where that column is
+      given; a model that does not simulate censoring then refuses the data when fitting,
+      and a censoring model such as `pk_oral_1cmt(censoring=True)` reads them by M3), or
+      `"refuse"` (an error naming the first censored row).
 
     Rows: EVID 0 with MDV 0 is an observation; EVID 0 with MDV 1 is a missing observation and
     is skipped; EVID 1 is a dose (AMT > 0; CMT default 1 = depot; RATE > 0 a zero-order
@@ -143,8 +145,8 @@ def read_nonmem(
             i = int(np.flatnonzero(censored)[0])
             raise ValueError(
                 f"column {cens_col!r} marks {int(censored.sum())} observation(s) as below the limit of quantification, the "
-                f"first at {_where(i, ident.iloc[i])}; the built-in estimators are not trained with censoring. "
-                "Remove those rows explicitly, or read with blq='keep' for a model that handles censoring."
+                f"first at {_where(i, ident.iloc[i])}, and blq='refuse' was asked for. Remove those rows explicitly, "
+                "or read with blq='keep' and fit a model that simulates censoring (e.g. pk_oral_1cmt_censored)."
             )
         if censored.any() and "LIMIT" in df.columns:
             dv = np.where(censored, _numeric(df, "LIMIT", censored, what="a censored row"), dv)

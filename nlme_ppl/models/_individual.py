@@ -49,6 +49,10 @@ class IndividualModel(eqx.Module):
       the exact baselines and `log_likelihood` refuse it.
     - `data_check`: optional `(dataset) -> None` that raises a `ValueError` for data the
       program cannot simulate (e.g. a dose route it does not model); run before any fit.
+
+    Censoring: a design entry `"lloq"` (shape `(T,)`, `-inf` for none) marks a program that
+    censors its observations below that limit ([`LeftCensored`][nlme_ppl.models.LeftCensored]);
+    its simulations carry `Dataset.censored` flags, and its estimators read them.
     - `simulation_chunk`: simulations per compiled call of `nlp.simulate` by default. Adaptive
       solvers under `vmap` step every member in lockstep, so a stiff model runs faster in
       smaller chunks (`frohlich_detailed` uses 2,000).
@@ -163,6 +167,10 @@ class IndividualModel(eqx.Module):
         per_individual = {"times": data.times, "mask": data.mask}
         if self.uses_doses:
             per_individual.update(data.doses.design())
+        if self.uses_censoring:
+            # M3: a censored observation's recorded value is its limit; the others have none
+            cens = jnp.zeros_like(data.mask) if data.censored is None else data.censored & data.mask
+            per_individual["lloq"] = jnp.where(cens, data.values, -jnp.inf)
         base = {k: v for k, v in self.design.items() if k not in per_individual}
         out = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), base)
         return {**out, **per_individual}
@@ -183,6 +191,21 @@ class IndividualModel(eqx.Module):
             )
         if doses is not None and self.data_check is not None:
             self.data_check(data)
+        censored = getattr(data, "censored", None)
+        if censored is not None and not self.uses_censoring:
+            i = int(np.flatnonzero(np.asarray(censored).any(axis=1))[0])
+            raise ValueError(
+                f"the data has {int(np.asarray(censored).sum())} censored observation(s) (below the limit of "
+                f"quantification), the first for individual {data.ids[i]!r}, but model {self.name!r} does not "
+                "simulate censoring (its design has no 'lloq'), so they would be read as measured values. Use a "
+                "censoring model (e.g. pk_oral_1cmt(censoring=True)), or drop the censored rows explicitly."
+            )
+
+    @property
+    def uses_censoring(self) -> bool:
+        """Whether the program censors observations below a limit of quantification (its design
+        has `lloq`, one limit per observation; see [`LeftCensored`][nlme_ppl.models.LeftCensored])."""
+        return "lloq" in self.design
 
     @property
     def uses_doses(self) -> bool:

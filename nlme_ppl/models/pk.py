@@ -17,6 +17,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 
 from ..data import CENTRAL, DEPOT
+from ._censoring import LeftCensored
 from ._individual import IndividualModel
 from .frohlich import bateman
 
@@ -46,6 +47,10 @@ PK_DESIGN = {
     "max_observations": 16,  # 6..16 samples per individual
     "follow_up_h": (12.0, 36.0),  # sampling continues this long after the last dose (uniform)
     "predose_probability": 0.3,  # chance of a sample at t = 0 before the first dose
+    # with censoring=True only: the chance that an individual's assay has a limit of quantification,
+    # and the limit (log-uniform, mg/L, one per individual); the others have none (LLOQ = -inf)
+    "lloq_probability": 0.7,
+    "lloq_mg_l": (0.05, 2.0),
 }
 
 
@@ -91,9 +96,10 @@ def _superpose(oral, iv, infusion, rate, dose_cmt, pos, dose_mask):
     return jnp.sum(jnp.where(pos & dose_mask[None, :], term, 0.0), axis=1)
 
 
-def _make_program(error: str, prior: dict, concentration):
+def _make_program(error: str, prior: dict, concentration, censoring: bool):
     """The NumPyro program of a PK model: `prior` (name -> (mean, SD), log scale) for the
-    structural parameters in the order `concentration` takes them, then the error parameters."""
+    structural parameters in the order `concentration` takes them, then the error parameters;
+    with `censoring`, observations below the design's `lloq` are censored (M3)."""
     sigma_names = _ERRORS[error]
 
     def program(design, obs=None):
@@ -110,7 +116,8 @@ def _make_program(error: str, prior: dict, concentration):
             var = var + (jnp.exp(sig["sigma_prop"]) * conc) ** 2
         # floor: a proportional error has SD 0 where C = 0 (before the first dose); 1e-4 mg/L keeps it a density
         sd = jnp.sqrt(var + _SD_FLOOR**2) if "sigma_add" not in sig else jnp.sqrt(var)
-        numpyro.sample("obs", dist.Normal(conc, sd).mask(design["mask"]).to_event(1), obs=obs)
+        noise = LeftCensored(dist.Normal(conc, sd), design["lloq"]) if censoring else dist.Normal(conc, sd)
+        numpyro.sample("obs", noise.mask(design["mask"]).to_event(1), obs=obs)
 
     return program
 
@@ -165,15 +172,16 @@ _STRUCTURAL = {
 
 
 @functools.lru_cache(maxsize=None)
-def _program(kind: str, error: str):
-    """One program object per (model, error): compiled simulators are cached by it."""
-    prog = _make_program(error, *_STRUCTURAL[kind])
-    prog.__name__ = f"pk_oral_{kind}_{error}"
+def _program(kind: str, error: str, censoring: bool):
+    """One program object per (model, error, censoring): compiled simulators are cached by it."""
+    prog = _make_program(error, *_STRUCTURAL[kind], censoring)
+    prog.__name__ = f"pk_oral_{kind}_{error}" + ("_censored" if censoring else "")
     return prog
 
 
-def pk_design_prior(key, num: int, *, design=PK_DESIGN) -> dict:
-    """`num` random dosing-and-sampling designs (oral doses), as documented in `PK_DESIGN`."""
+def pk_design_prior(key, num: int, *, design=PK_DESIGN, censoring: bool = False) -> dict:
+    """`num` random dosing-and-sampling designs (oral doses), as documented in `PK_DESIGN`;
+    with `censoring`, each individual also gets a limit of quantification `lloq` (or none, -inf)."""
     ks = jax.random.split(key, 8)
     nd, no = design["max_doses"], design["max_observations"]
     n_doses = jax.random.randint(ks[0], (num,), 1, nd + 1)
@@ -196,11 +204,23 @@ def pk_design_prior(key, num: int, *, design=PK_DESIGN) -> dict:
     obs_mask = jnp.arange(no)[None, :] < n_obs[:, None]
     t = jnp.sort(jnp.where(obs_mask, t, jnp.inf), axis=1)  # observed first, in time order
     t = jnp.where(jnp.isfinite(t), t, end)
-    return {
+    out = {
         "times": t, "mask": obs_mask,
         "dose_times": dose_times, "dose_amounts": jnp.where(dose_mask, amount, 0.0),
         "dose_rates": jnp.zeros((num, nd)), "dose_cmt": jnp.full((num, nd), DEPOT, jnp.int32), "dose_mask": dose_mask,
     }
+    if censoring:
+        lo, hi = np.log(design["lloq_mg_l"][0]), np.log(design["lloq_mg_l"][1])
+        k_lloq, k_has = jax.random.split(jax.random.fold_in(key, 1))
+        lloq = jnp.exp(jax.random.uniform(k_lloq, (num, 1), minval=lo, maxval=hi))
+        has = jax.random.uniform(k_has, (num, 1)) < design["lloq_probability"]
+        out["lloq"] = jnp.broadcast_to(jnp.where(has, lloq, -jnp.inf), (num, no))
+    return out
+
+
+def pk_censored_design_prior(key, num: int) -> dict:
+    """`pk_design_prior` with a limit of quantification per individual (`censoring=True`)."""
+    return pk_design_prior(key, num, censoring=True)
 
 
 def _check_doses(data, model_name: str) -> None:
@@ -221,7 +241,7 @@ def _dose_check(model_name: str):
     return functools.partial(_check_doses, model_name=model_name)
 
 
-def pk_oral_1cmt(*, error: str = "additive") -> IndividualModel:
+def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False) -> IndividualModel:
     """One-compartment model with first-order absorption: parameters `ka` (1/h), `CL` (L/h),
     `V` (L), on the log scale, and the residual error.
 
@@ -237,37 +257,49 @@ def pk_oral_1cmt(*, error: str = "additive") -> IndividualModel:
     concentrations in mg/L. The training design prior (`PK_DESIGN`) draws 1–3 oral doses
     of 50–1000 mg every 8–24 h and 6–16 samples up to 12–36 h after the last dose, so an
     estimator trained under it serves real oral schedules of that kind.
+
+    - `censoring`: observations below a lower limit of quantification are censored (M3:
+      recorded as the limit, flagged, likelihood P(y < LLOQ)); see
+      [`LeftCensored`][nlme_ppl.models.LeftCensored]. The design gains `lloq`, one limit per
+      observation; the design prior gives 70% of individuals an LLOQ of 0.05–2 mg/L
+      (log-uniform) and the rest none. The model is named `pk_oral_1cmt_censored`, and its
+      estimator reads the censoring flags (`Dataset.censored`, from CENS/BLQ columns with
+      `read_nonmem(..., blq="keep")`).
     """
-    return _pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)")
+    return _pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)", censoring)
 
 
 def _error_name(base: str, error: str) -> str:
     return base if error == "additive" else f"{base}_{error}"
 
 
-def pk_oral_2cmt(*, error: str = "additive") -> IndividualModel:
+def pk_oral_2cmt(*, error: str = "additive", censoring: bool = False) -> IndividualModel:
     """Two-compartment model with first-order absorption: `ka` (1/h), `CL` (L/h), `V1`
     (central, L), `Q` (intercompartmental clearance, L/h), `V2` (peripheral, L), on the log
     scale, then the residual error as in [`pk_oral_1cmt`][nlme_ppl.models.pk_oral_1cmt].
 
     The same doses, design prior and encoding as `pk_oral_1cmt`; the concentration is the
     closed form [`two_compartment_concentration`][nlme_ppl.models.pk.two_compartment_concentration].
+    `censoring` as in `pk_oral_1cmt`.
     No estimator ships for it: train one with `nlme-ppl train --model pk_oral_2cmt --out FILE`.
     """
-    return _pk_model("2cmt", error, "Two-compartment oral PK (ka, CL, V1, Q, V2)")
+    return _pk_model("2cmt", error, "Two-compartment oral PK (ka, CL, V1, Q, V2)", censoring)
 
 
-def _pk_model(kind: str, error: str, what: str) -> IndividualModel:
+def _pk_model(kind: str, error: str, what: str, censoring: bool) -> IndividualModel:
     """A built-in PK model: the `kind` program, the design prior, and the dose check."""
     if error not in _ERRORS:
         raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
-    name = _error_name(f"pk_oral_{kind}", error)
-    example = pk_design_prior(jax.random.key(0), 1)
+    censoring = bool(censoring)
+    name = _error_name(f"pk_oral_{kind}", error) + ("_censored" if censoring else "")
+    prior = pk_censored_design_prior if censoring else pk_design_prior
+    example = prior(jax.random.key(0), 1)
     return IndividualModel(
-        _program(kind, error),
+        _program(kind, error, censoring),
         {k: v[0] for k, v in example.items()},
         name=name,
-        design_prior=pk_design_prior,
-        description=f"{what}, {error} error, closed form with superposition over doses.",
+        design_prior=prior,
+        description=f"{what}, {error} error{', censored below the LLOQ (M3)' if censoring else ''}, "
+        "closed form with superposition over doses.",
         data_check=_dose_check(name),
     )

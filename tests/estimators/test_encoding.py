@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 import nlme_ppl as nlp
 from nlme_ppl.estimators._encoding import encode, num_channels
@@ -50,3 +51,20 @@ def test_models_without_doses_read_plain_arrays():
     data = nlp.Dataset.from_arrays([1.0, 2.0, 3.0], [[1.0, 2.0, 3.0]])
     t, v, m = encode(nlp.models.frohlich_simple(), data)
     assert v.shape == (1, 3) and t.dtype == np.float32
+
+
+def test_censoring_models_read_the_flag_in_a_last_channel():
+    base = _data()
+    cens = np.zeros(base.times.shape, bool)
+    cens[0, 4], cens[1, 1] = True, True  # the sample at t = 13 of individual 0, at t = 2 of individual 1
+    data = nlp.Dataset.from_arrays(base.times, base.values, mask=base.mask, doses=base.doses, censored=cens)
+    model = nlp.models.pk_oral_1cmt(censoring=True)
+    assert num_channels(model) == 6
+    t, v, m = encode(model, data)
+    flagged = v[..., -1] == 1
+    np.testing.assert_allclose(t[flagged], [13.0, 2.0])
+    np.testing.assert_allclose(v[flagged, 0], [4.0, 2.0])  # the measurement channel holds the limit
+    assert v[..., -1].sum() == 2 and not v[~m].any()
+    np.testing.assert_array_equal(v[..., :5], encode(nlp.models.pk_oral_1cmt(), base)[1])  # the other channels are unchanged
+    with pytest.raises(ValueError, match=r"2 censored observation\(s\)"):
+        encode(nlp.models.pk_oral_1cmt(), data)

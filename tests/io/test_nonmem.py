@@ -80,11 +80,11 @@ def test_malformed_files_are_refused(df, match):
         nlp.read_nonmem(df, covariates=["WT"])
 
 
-def test_censoring_is_refused_by_default_and_kept_on_request():
+def test_censoring_is_kept_by_default_and_refused_on_request():
     df = _table()
     df["CENS"] = 0
     df.loc[3, "CENS"] = 1
     with pytest.raises(ValueError, match=r"column 'CENS' marks 1 observation\(s\) as below the limit of quantification, the first at row 3"):
-        nlp.read_nonmem(df)
-    d = nlp.read_nonmem(df, blq="keep")
+        nlp.read_nonmem(df, blq="refuse")
+    d = nlp.read_nonmem(df)
     assert np.asarray(d.censored).sum() == 1 and bool(d.censored[0, 2])
