@@ -9,7 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from ._validate import as_float_array, check_finite, check_sorted, individual_label
 
@@ -135,6 +135,9 @@ class Dataset(eqx.Module):
     - `doses`: the dosing events ([`Doses`][nlme_ppl.Doses]), or `None` (no doses).
     - `censored`: `(N, T)` `True` where an observation is below the limit of quantification
       (its value is then the limit, as in NONMEM's M3 method), or `None` (none censored).
+    - `obs_cmt`: `(N, T)` the compartment each observation measures (NONMEM's CMT on
+      observation rows), for data with several analytes such as a parent drug and its
+      metabolite; `None` when there is one.
     """
 
     times: Float[Array, "individuals obs"]
@@ -144,6 +147,7 @@ class Dataset(eqx.Module):
     covariates: dict[str, Float[Array, " individuals"]] = eqx.field(default_factory=dict)
     doses: Doses | None = None
     censored: Bool[Array, "individuals obs"] | None = None
+    obs_cmt: Int[Array, "individuals obs"] | None = None
 
     def __check_init__(self):
         if self.times.ndim != 2 or self.times.shape != self.values.shape or self.mask.shape != self.times.shape:
@@ -163,6 +167,8 @@ class Dataset(eqx.Module):
             raise ValueError(f"`doses` covers {self.doses.num_individuals} individuals but the data has {self.times.shape[0]}.")
         if self.censored is not None and jnp.shape(self.censored) != self.times.shape:
             raise ValueError(f"`censored` must have shape {self.times.shape} like `values`; got {jnp.shape(self.censored)}.")
+        if self.obs_cmt is not None and jnp.shape(self.obs_cmt) != self.times.shape:
+            raise ValueError(f"`obs_cmt` must have shape {self.times.shape} like `values`; got {jnp.shape(self.obs_cmt)}.")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -176,6 +182,7 @@ class Dataset(eqx.Module):
         covariates: Mapping[str, Sequence[float]] | None = None,
         doses: Doses | None = None,
         censored=None,
+        obs_cmt=None,
     ) -> "Dataset":
         """Build a dataset from rectangular arrays.
 
@@ -189,6 +196,8 @@ class Dataset(eqx.Module):
         - `covariates`: optional mapping of name to `N` values.
         - `doses`: optional [`Doses`][nlme_ppl.Doses] of the same `N` individuals.
         - `censored`: optional `(N, T)` booleans, `True` where the value is a censoring limit.
+        - `obs_cmt`: optional `(N, T)` integers, the compartment each observation measures
+          (several analytes, e.g. 2 = parent and 3 = metabolite).
 
         Ragged inputs (lists of different lengths) are refused: pad them and pass a `mask`, or
         use [`Dataset.from_individuals`][nlme_ppl.Dataset.from_individuals].
@@ -240,6 +249,11 @@ class Dataset(eqx.Module):
             if censored.dtype != bool or censored.shape != values.shape:
                 raise ValueError(f"`censored` must be booleans of shape {values.shape}; got {censored.dtype} {censored.shape}.")
             censored = jnp.asarray(censored & mask) if (censored & mask).any() else None
+        if obs_cmt is not None:
+            obs_cmt = np.asarray(obs_cmt)
+            if not np.issubdtype(obs_cmt.dtype, np.integer) or obs_cmt.shape != values.shape:
+                raise ValueError(f"`obs_cmt` must be integers of shape {values.shape}; got {obs_cmt.dtype} {obs_cmt.shape}.")
+            obs_cmt = jnp.asarray(np.where(mask, obs_cmt, 0).astype(np.int32))
         return cls(
             times=jnp.asarray(np.where(mask, times, 0.0)),
             values=jnp.asarray(np.where(mask, values, 0.0)),
@@ -248,10 +262,13 @@ class Dataset(eqx.Module):
             covariates=cov,
             doses=doses,
             censored=censored,
+            obs_cmt=obs_cmt,
         )
 
     @classmethod
-    def from_individuals(cls, times: Sequence, values: Sequence, *, ids=None, covariates=None, doses=None, censored=None) -> "Dataset":
+    def from_individuals(
+        cls, times: Sequence, values: Sequence, *, ids=None, covariates=None, doses=None, censored=None, obs_cmt=None
+    ) -> "Dataset":
         """Build a dataset from one array of times and one of values per individual (any lengths)."""
         if len(times) != len(values):
             raise ValueError(f"got times for {len(times)} individuals but values for {len(values)}.")
@@ -265,11 +282,15 @@ class Dataset(eqx.Module):
             lengths.append(len(t))
         n, width = len(times), max(lengths, default=0)
         T, V, M, C = np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width), bool), np.zeros((n, width), bool)
+        K = np.zeros((n, width), np.int32)
         for i, (t, v) in enumerate(zip(times, values)):
             T[i, : len(t)], V[i, : len(v)], M[i, : len(t)] = t, v, True
             if censored is not None:
                 C[i, : len(t)] = np.asarray(censored[i], bool)
-        return cls.from_arrays(T, V, mask=M, ids=ids, covariates=covariates, doses=doses, censored=C if censored is not None else None)
+            if obs_cmt is not None:
+                K[i, : len(t)] = np.asarray(obs_cmt[i], np.int32)
+        return cls.from_arrays(T, V, mask=M, ids=ids, covariates=covariates, doses=doses, censored=C if censored is not None else None,
+                               obs_cmt=K if obs_cmt is not None else None)
 
     @classmethod
     def from_dataframe(cls, df: pd.DataFrame, *, id_col="ID", time_col="TIME", value_col="DV", covariates=()) -> "Dataset":
@@ -310,10 +331,10 @@ class Dataset(eqx.Module):
         return cls.from_dataframe(pd.read_csv(path), **kwargs)
 
     @classmethod
-    def _from_designs(cls, designs, values, keep) -> "Dataset":
-        """Simulated data: batched simulator `designs` (times, mask, doses if any) and their
-        `values`, the rows where `keep`, with ids their row numbers. Unchecked: the caller
-        has dropped non-finite rows."""
+    def _from_designs(cls, designs, values, keep, *, covariates=()) -> "Dataset":
+        """Simulated data: batched simulator `designs` (times, mask, doses, limits, compartments
+        if any, and the design entries named in `covariates`) and their `values`, the rows where
+        `keep`, with ids their row numbers. Unchecked: the caller has dropped non-finite rows."""
         designs = {k: np.asarray(v) for k, v in designs.items()}
         mask, rows = designs["mask"].astype(bool), np.flatnonzero(keep)
         doses = Doses.from_design(designs)
@@ -323,8 +344,10 @@ class Dataset(eqx.Module):
             values=jnp.asarray(np.where(mask, np.asarray(values), 0.0)[rows]),
             mask=jnp.asarray(mask[rows]),
             ids=tuple(str(i) for i in rows),
+            covariates={c: jnp.asarray(designs[c][rows], float) for c in covariates},
             doses=None if doses is None else doses.subset(rows),
             censored=None if censored is None or not censored[rows].any() else jnp.asarray(censored[rows]),
+            obs_cmt=jnp.asarray(np.where(mask, designs["obs_cmt"], 0)[rows].astype(np.int32)) if "obs_cmt" in designs else None,
         )
 
     # ------------------------------------------------------------------ views
@@ -342,10 +365,10 @@ class Dataset(eqx.Module):
 
         Data with dosing events or censoring are refused (the table has no place for them):
         write those with [`write_nonmem`][nlme_ppl.write_nonmem]."""
-        if self.doses is not None or self.censored is not None:
+        if self.doses is not None or self.censored is not None or self.obs_cmt is not None:
             raise ValueError(
-                "this dataset has dosing events or censored observations, which a long ID/TIME/DV table would "
-                "drop; write it with nlp.write_nonmem(data, path) instead."
+                "this dataset has dosing events, censored observations or several analytes (obs_cmt), which a "
+                "long ID/TIME/DV table would drop; write it with nlp.write_nonmem(data, path) instead."
             )
         mask = np.asarray(self.mask)
         rows, cols = np.nonzero(mask)
@@ -381,11 +404,20 @@ class Dataset(eqx.Module):
             new[name] = jnp.asarray(c)
         return eqx.tree_at(lambda d: d.covariates, self, new)
 
+    def with_obs_cmt(self, obs_cmt) -> "Dataset":
+        """This dataset with the observed compartment of each observation: one CMT number for
+        all, or an `(N, T)` integer array (see `obs_cmt`)."""
+        k = np.broadcast_to(np.asarray(obs_cmt), self.times.shape)
+        if not np.issubdtype(k.dtype, np.integer):
+            raise ValueError(f"`obs_cmt` must be integers (NONMEM CMT numbers); got dtype {k.dtype}.")
+        k = jnp.asarray(np.where(np.asarray(self.mask), k, 0).astype(np.int32))
+        return eqx.tree_at(lambda d: d.obs_cmt, self, k, is_leaf=lambda x: x is None)
+
     def with_doses(self, doses: "Doses | None") -> "Dataset":
         """This dataset with its dosing events replaced."""
         if doses is not None and (not isinstance(doses, Doses) or doses.num_individuals != self.num_individuals):
             raise ValueError(f"`doses` must be a nlme_ppl.Doses of {self.num_individuals} individuals.")
-        return Dataset(self.times, self.values, self.mask, self.ids, self.covariates, doses, self.censored)
+        return eqx.tree_at(lambda d: d.doses, self, doses, is_leaf=lambda x: x is None)
 
     def subset(self, index) -> "Dataset":
         """The individuals at `index` (an int array, slice or boolean mask)."""
@@ -399,6 +431,7 @@ class Dataset(eqx.Module):
             covariates={k: v[idx] for k, v in self.covariates.items()},
             doses=None if self.doses is None else self.doses.subset(idx),
             censored=None if self.censored is None else self.censored[idx],
+            obs_cmt=None if self.obs_cmt is None else self.obs_cmt[idx],
         )
 
     def __repr__(self) -> str:
@@ -408,6 +441,8 @@ class Dataset(eqx.Module):
             extra += f", {int(np.asarray(self.doses.mask).sum())} doses"
         if self.censored is not None:
             extra += f", {int(np.asarray(self.censored).sum())} censored"
+        if self.obs_cmt is not None:
+            extra += f", analytes (CMT) {sorted(set(np.asarray(self.obs_cmt)[np.asarray(self.mask)].tolist()))}"
         return (
             f"Dataset({self.num_individuals} individuals, {int(n_obs.sum())} observations "
             f"({n_obs.min()}–{n_obs.max()} each){extra}, covariates={list(self.covariates)})"

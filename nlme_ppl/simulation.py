@@ -97,7 +97,7 @@ def simulate(
         )
     if dropped:
         tqdm.write(f"simulate: dropped {dropped} non-finite simulations of {num_simulations}.")
-    data = Dataset._from_designs(designs, obs, ok)
+    data = Dataset._from_designs(designs, obs, ok, covariates=[c for c, *_ in model.covariates])
     return Simulations(jnp.asarray(params[ok]), data, model.param_names, dropped)
 
 
@@ -115,7 +115,9 @@ def simulate_data(model: IndividualModel, params: Float[Array, "n k"], key, *, d
     """Simulate one data set per row of `params` (individual parameters, columns in `param_names`).
 
     `designs` is a batched design (default: the model's design for everyone). Use it to make
-    synthetic populations from a known truth.
+    synthetic populations from a known truth. `covariates` (name -> `(n,)` values) are kept in
+    the data; the design entries of the covariates the simulator reads (`model.covariates`)
+    are added to them.
     """
     check_keys(key)
     params = jnp.asarray(params, float)
@@ -126,7 +128,9 @@ def simulate_data(model: IndividualModel, params: Float[Array, "n k"], key, *, d
         designs = model.sample_designs(key, n)
     obs = _simulate_given(model, jax.random.split(key, n), params, designs)
     mask = np.asarray(designs["mask"], bool)
+    covariates = {**{c: np.asarray(designs[c]) for c, *_ in model.covariates}, **(covariates or {})}
     return Dataset.from_arrays(
         np.asarray(designs["times"]), np.asarray(obs), mask=mask, ids=ids, covariates=covariates, doses=Doses.from_design(designs),
         censored=censored_in(designs, obs),
+        obs_cmt=np.asarray(designs["obs_cmt"]) if model.analytes else None,
     )

@@ -131,7 +131,7 @@ def _reference_data(model, data: Dataset, key, num: int) -> tuple[Dataset, int]:
     _, obs = _simulate_at(model, jax.random.split(key, num), designs)
     obs, designs = jax.device_get((obs, designs))
     ok = np.where(np.asarray(designs["mask"], bool), np.isfinite(obs), True).all(axis=1)
-    ref = Dataset._from_designs(designs, obs, ok)
+    ref = Dataset._from_designs(designs, obs, ok, covariates=[c for c, *_ in model.covariates])
     return ref, int(num - ok.sum())
 
 

@@ -10,9 +10,13 @@ time order, each row `(time, channels)` with the channels
     3  infusion duration / 24 h (0 for a bolus)
     4  1 for a dose into the central compartment (IV), 0 for the depot (oral)
 
-Censoring models (design entry `lloq`) add a last channel: 1 on a censored observation (its
-measurement channel then holds the limit), 0 elsewhere. That is how the estimator learns the
-M3 posterior: it sees which values are limits rather than measurements.
+Models with several analytes (`analytes`, e.g. parent and metabolite) add one indicator
+channel per analyte, 1 on that analyte's observation rows. Models whose simulator reads
+covariates (`covariates`, e.g. body weight) add one channel per covariate, its standardised
+value `(x - centre) / scale` on every row. Censoring models (design entry `lloq`) add a last
+channel: 1 on a censored observation (its measurement channel then holds the limit), 0
+elsewhere. That is how the estimator learns the M3 posterior: it sees which values are limits
+rather than measurements.
 
 Padded rows (mask False) are zero in every channel and sort last. At equal times an
 observation comes before a dose (a pre-dose sample).
@@ -32,7 +36,8 @@ DOSE_CHANNELS = 4
 
 def num_channels(model) -> int:
     """Channels per row the summary network of `model` reads (1: the measurement only)."""
-    return 1 + (DOSE_CHANNELS if model.uses_doses else 0) + (1 if model.uses_censoring else 0)
+    return (1 + (DOSE_CHANNELS if model.uses_doses else 0) + len(model.analytes) + len(model.covariates)
+            + (1 if model.uses_censoring else 0))
 
 
 def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,6 +54,15 @@ def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     num_doses = 0 if d is None else d.mask.shape[1]
     ch = np.zeros((n, t_obs + num_doses, num_channels(model)), np.float32)
     ch[:, :t_obs, 0] = np.where(mask, values, 0.0)
+    c = 1 + (DOSE_CHANNELS if d is not None else 0)
+    for a in model.analytes:
+        ch[:, :t_obs, c] = mask & (np.asarray(data.obs_cmt) == a)
+        c += 1
+    rows = np.concatenate([mask, np.asarray(d.mask, bool)], axis=1) if d is not None else mask
+    for name, centre, scale in model.covariates:
+        x = (np.asarray(data.covariates[name], np.float64) - centre) / scale
+        ch[:, :, c] = np.where(rows, x[:, None], 0.0)
+        c += 1
     if model.uses_censoring and data.censored is not None:
         ch[:, :t_obs, -1] = np.asarray(data.censored, bool) & mask
     if d is None:
@@ -60,9 +74,8 @@ def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ch[:, t_obs:, 3] = np.where(dm & (rates > 0), amounts / np.where(rates > 0, rates, 1.0) / 24.0, 0.0)
     ch[:, t_obs:, 4] = dm & (np.asarray(d.cmt) == CENTRAL)
     all_t = np.concatenate([times, np.asarray(d.times, np.float32)], axis=1)
-    all_m = np.concatenate([mask, dm], axis=1)
     is_dose = np.concatenate([np.zeros_like(mask), np.ones_like(dm)], axis=1)
-    order = np.lexsort((is_dose, np.where(all_m, all_t, np.inf), ~all_m), axis=1)
+    order = np.lexsort((is_dose, np.where(rows, all_t, np.inf), ~rows), axis=1)
     take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[..., None], axis=1)  # noqa: E731
-    all_t, all_m, ch = take(all_t), take(all_m), take(ch)
-    return np.where(all_m, all_t, 0.0).astype(np.float32), ch, all_m
+    all_t, rows, ch = take(all_t), take(rows), take(ch)
+    return np.where(rows, all_t, 0.0).astype(np.float32), ch, rows

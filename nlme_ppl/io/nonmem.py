@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import DEPOT, Dataset, Doses
+from ..data import CENTRAL, DEPOT, Dataset, Doses
 
 __all__ = ["read_nonmem", "write_nonmem"]
 
@@ -71,6 +71,8 @@ def read_nonmem(
     is skipped; EVID 1 is a dose (AMT > 0; CMT default 1 = depot; RATE > 0 a zero-order
     infusion; II with ADDL adds ADDL further doses every II); EVID 2 (other event) carries
     nothing here and is skipped. EVID 3 and 4 (resets) and SS (steady state) are refused.
+    When observation rows name more than one CMT (e.g. 2 = parent, 3 = metabolite), each
+    observation's compartment is kept in `Dataset.obs_cmt`.
 
     Refused with a `ValueError` naming the row and column: a missing column, a non-numeric
     DV on an observation row (or TIME, AMT on any row that needs it), a negative or zero AMT on
@@ -129,6 +131,11 @@ def read_nonmem(
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"column 'AMT' at {_where(i, ident.iloc[i])} is {amt[i]:g} on a dose row; dose amounts must be positive.")
     cmt = _numeric(df, "CMT", is_dose, what="a dose row") if "CMT" in df.columns and is_dose.any() else np.full(n_rows, DEPOT, float)
+    obs_cmt = None  # the observed compartment per observation row, where there are several
+    if "CMT" in df.columns:
+        on_obs = pd.to_numeric(df["CMT"].replace(".", np.nan), errors="coerce").to_numpy(float)[is_obs]
+        if np.unique(on_obs[np.isfinite(on_obs)]).size > 1:
+            obs_cmt = _numeric(df, "CMT", is_obs, what="an observation row (the file observes several compartments)")
     rate = _optional(df, "RATE")
     if (is_dose & (rate < 0)).any():
         i = int(np.flatnonzero(is_dose & (rate < 0))[0])
@@ -170,7 +177,7 @@ def read_nonmem(
         if c not in df.columns:
             raise ValueError(f"covariate column {c!r} is not in the file; its columns are {list(df.columns)}.")
 
-    obs_t, obs_y, obs_c, d_t, d_a, d_r, d_c, cov = [], [], [], [], [], [], [], {c: [] for c in covariates}
+    obs_t, obs_y, obs_c, obs_k, d_t, d_a, d_r, d_c, cov = [], [], [], [], [], [], [], [], {c: [] for c in covariates}
     for k, rows in groups.items():
         t = time[rows][(is_obs | is_dose)[rows]]
         if np.any(np.diff(t) < 0):
@@ -180,6 +187,8 @@ def read_nonmem(
         if o.size == 0:
             raise ValueError(f"ID {k} has no observations (no row with EVID=0 and MDV=0); remove it from the file.")
         obs_t.append(time[o]), obs_y.append(dv[o]), obs_c.append(censored[o])
+        if obs_cmt is not None:
+            obs_k.append(obs_cmt[o].astype(np.int32))
         dt, da, dr, dc = [], [], [], []
         for r in rows[is_dose[rows]]:
             for extra_dose in range(int(addl[r]) + 1):
@@ -197,7 +206,8 @@ def read_nonmem(
     if is_dose.any():
         doses = Doses.from_individuals(d_t, d_a, rates=d_r, cmt=d_c, ids=order)
     return Dataset.from_individuals(
-        obs_t, obs_y, ids=order, covariates=cov, doses=doses, censored=obs_c if censored.any() else None
+        obs_t, obs_y, ids=order, covariates=cov, doses=doses, censored=obs_c if censored.any() else None,
+        obs_cmt=obs_k if obs_cmt is not None else None,
     )
 
 
@@ -207,6 +217,7 @@ def write_nonmem(data: Dataset, path: str | Path) -> pd.DataFrame:
     rows = []
     mask, times, values = np.asarray(data.mask), np.asarray(data.times), np.asarray(data.values)
     cens = np.zeros_like(mask) if data.censored is None else np.asarray(data.censored)
+    obs_cmt = np.full(mask.shape, CENTRAL) if data.obs_cmt is None else np.asarray(data.obs_cmt)
     cov = {k: np.asarray(v) for k, v in data.covariates.items()}
     for i, ident in enumerate(data.ids):
         base = {c: v[i] for c, v in cov.items()}
@@ -217,7 +228,7 @@ def write_nonmem(data: Dataset, path: str | Path) -> pd.DataFrame:
                              "MDV": 1, "CMT": int(d.cmt[i, j]), "RATE": float(d.rates[i, j]), "CENS": 0, **base})
         for j in np.flatnonzero(mask[i]):
             rows.append({"ID": ident, "TIME": float(times[i, j]), "DV": float(values[i, j]), "AMT": 0.0, "EVID": 0,
-                         "MDV": 0, "CMT": 2, "RATE": 0.0, "CENS": int(cens[i, j]), **base})
+                         "MDV": 0, "CMT": int(obs_cmt[i, j]), "RATE": 0.0, "CENS": int(cens[i, j]), **base})
     df = pd.DataFrame(rows)
     df = df.sort_values(["ID", "TIME", "EVID"], ascending=[True, True, False], kind="stable", key=lambda s: s if s.name != "ID" else s.map({k: n for n, k in enumerate(data.ids)}))
     df.to_csv(path, index=False)

@@ -50,6 +50,13 @@ class IndividualModel(eqx.Module):
     - `data_check`: optional `(dataset) -> None` that raises a `ValueError` for data the
       program cannot simulate (e.g. a dose route it does not model); run before any fit.
 
+    - `analytes`: for a program that observes several compartments (a parent drug and its
+      metabolite), their NONMEM CMT numbers, e.g. `(2, 3)`. The design then has `"obs_cmt"`
+      (shape `(T,)`), the compartment of each observation, taken from `Dataset.obs_cmt`.
+    - `covariates`: individual covariates the *simulator* reads (e.g. body weight in allometric
+      scaling), `{name: (centre, scale)}`. Each is a scalar design entry `name`, taken from
+      `Dataset.covariates[name]`; estimators read it as `(x - centre) / scale` on every row.
+
     Censoring: a design entry `"lloq"` (shape `(T,)`, `-inf` for none) marks a program that
     censors its observations below that limit ([`LeftCensored`][nlme_ppl.models.LeftCensored]);
     its simulations carry `Dataset.censored` flags, and its estimators read them.
@@ -73,6 +80,8 @@ class IndividualModel(eqx.Module):
     tractable: bool = eqx.field(static=True)
     data_check: Callable | None = eqx.field(static=True)
     simulation_chunk: int = eqx.field(static=True)
+    analytes: tuple[int, ...] = eqx.field(static=True)
+    covariates: tuple[tuple[str, float, float], ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -87,6 +96,8 @@ class IndividualModel(eqx.Module):
         tractable: bool = True,
         data_check: Callable | None = None,
         simulation_chunk: int = 10_000,
+        analytes: tuple[int, ...] = (),
+        covariates: dict[str, tuple[float, float]] | None = None,
     ):
         if not callable(fn):
             raise TypeError(f"`fn` must be a NumPyro program (a callable); got {type(fn).__name__}.")
@@ -101,6 +112,9 @@ class IndividualModel(eqx.Module):
         design.setdefault("mask", jnp.ones(jnp.shape(design["times"]), bool))
         self.fn, self.design, self.name, self.obs_site = fn, design, name, obs_site
         self.design_prior, self.description = design_prior, description
+        self.analytes = tuple(int(a) for a in analytes)
+        self.covariates = tuple((str(k), float(c), float(sc)) for k, (c, sc) in (covariates or {}).items())
+        _check_design_entries(self)
         self.param_names, self.prior = _inspect(fn, design, obs_site, name)
         self.exchangeable = tuple(tuple(g) for g in exchangeable)
         self.tractable = bool(tractable)
@@ -167,6 +181,10 @@ class IndividualModel(eqx.Module):
         per_individual = {"times": data.times, "mask": data.mask}
         if self.uses_doses:
             per_individual.update(data.doses.design())
+        for name, *_ in self.covariates:
+            per_individual[name] = jnp.asarray(data.covariates[name], float)
+        if self.analytes:
+            per_individual["obs_cmt"] = data.obs_cmt
         if self.uses_censoring:
             # M3: a censored observation's recorded value is its limit; the others have none
             cens = jnp.zeros_like(data.mask) if data.censored is None else data.censored & data.mask
@@ -191,6 +209,7 @@ class IndividualModel(eqx.Module):
             )
         if doses is not None and self.data_check is not None:
             self.data_check(data)
+        self._check_analytes_and_covariates(data)
         censored = getattr(data, "censored", None)
         if censored is not None and not self.uses_censoring:
             i = int(np.flatnonzero(np.asarray(censored).any(axis=1))[0])
@@ -199,6 +218,37 @@ class IndividualModel(eqx.Module):
                 f"quantification), the first for individual {data.ids[i]!r}, but model {self.name!r} does not "
                 "simulate censoring (its design has no 'lloq'), so they would be read as measured values. Use a "
                 "censoring model (e.g. pk_oral_1cmt(censoring=True)), or drop the censored rows explicitly."
+            )
+
+    def _check_analytes_and_covariates(self, data) -> None:
+        obs_cmt = getattr(data, "obs_cmt", None)
+        mask = np.asarray(data.mask)
+        if self.analytes and obs_cmt is None:
+            raise ValueError(
+                f"model {self.name!r} observes compartments {self.analytes} and needs the compartment of each "
+                "observation, but the data has none (read_nonmem keeps CMT when observation rows name several); "
+                "add it with data.with_obs_cmt(...)."
+            )
+        if obs_cmt is not None:
+            k = np.asarray(obs_cmt)
+            seen = sorted(set(k[mask].tolist()))
+            if not self.analytes and len(seen) > 1:
+                raise ValueError(
+                    f"the data observes several compartments (CMT {seen}) but model {self.name!r} has one observable; "
+                    "fit one compartment's observations, or use a model with `analytes`."
+                )
+            bad = mask & ~np.isin(k, self.analytes) if self.analytes else np.zeros_like(mask)
+            if bad.any():
+                i, j = map(int, np.argwhere(bad)[0])
+                raise ValueError(
+                    f"observation {j} of individual {data.ids[i]!r} is of compartment CMT={int(k[i, j])}, but model "
+                    f"{self.name!r} observes CMT {self.analytes} only."
+                )
+        missing = [name for name, *_ in self.covariates if name not in data.covariates]
+        if missing:
+            raise ValueError(
+                f"model {self.name!r} simulates with the covariate(s) {missing}, which the data lacks (its covariates: "
+                f"{sorted(data.covariates)}); add the column to the file, or data.with_covariates({missing[0]}=...)."
             )
 
     @property
@@ -247,10 +297,24 @@ class IndividualModel(eqx.Module):
             "exchangeable": [list(g) for g in self.exchangeable],
             "design": {k: np.asarray(v, float).round(10).tolist() for k, v in sorted(self.design.items())},
         }
+        if self.analytes:  # only when set, so that the fingerprints of other models stay as they were
+            payload["analytes"] = list(self.analytes)
+        if self.covariates:
+            payload["covariates"] = [list(c) for c in self.covariates]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         return f"IndividualModel({self.name!r}, params={self.param_names}, T={jnp.shape(self.design['times'])[0]})"
+
+
+def _check_design_entries(model) -> None:
+    if model.analytes and "obs_cmt" not in model.design:
+        raise ValueError(f"model {model.name!r} declares analytes {model.analytes} but its design has no 'obs_cmt' entry.")
+    for name, _, scale in model.covariates:
+        if name not in model.design or jnp.shape(model.design[name]) != ():
+            raise ValueError(f"model {model.name!r}: covariate {name!r} must be a scalar entry of the design.")
+        if not scale > 0:
+            raise ValueError(f"model {model.name!r}: covariate {name!r} needs a positive scale; got {scale}.")
 
 
 def _check_exchangeable(model) -> None:

@@ -88,3 +88,15 @@ def test_censoring_is_kept_by_default_and_refused_on_request():
         nlp.read_nonmem(df, blq="refuse")
     d = nlp.read_nonmem(df)
     assert np.asarray(d.censored).sum() == 1 and bool(d.censored[0, 2])
+
+
+def test_several_observed_compartments_are_kept_and_round_trip(tmp_path):
+    df = _table({(3, "CMT"): 3, (6, "CMT"): 3})  # a metabolite sample per individual
+    d = nlp.read_nonmem(df)
+    np.testing.assert_array_equal(np.asarray(d.obs_cmt), [[2, 2, 3], [2, 3, 0]])
+    nlp.write_nonmem(d, tmp_path / "two.csv")
+    back = nlp.read_nonmem(tmp_path / "two.csv")
+    np.testing.assert_array_equal(np.asarray(back.obs_cmt), np.asarray(d.obs_cmt))
+    assert nlp.read_nonmem(_table()).obs_cmt is None  # one observed compartment: nothing to keep
+    with pytest.raises(ValueError, match="several analytes"):
+        d.to_dataframe()

@@ -115,3 +115,47 @@ def test_exchangeable_canonicalize_and_symmetrize():
 def test_exchangeable_refusals(groups, match):
     with pytest.raises(ValueError, match=match):
         nlp.models.IndividualModel(swap, DESIGN, name="swap", exchangeable=groups)
+
+
+def _two_analyte_model():
+    """A toy parent-metabolite model: y = log(dose-free exponential) per analyte, scaled by WT/70."""
+
+    def program(design, obs=None):
+        k = numpyro.sample("k", dist.Normal(0.0, 1.0))
+        level = jnp.where(design["obs_cmt"] == 2, 1.0, 0.5) * design["WT"] / 70.0
+        numpyro.sample("obs", dist.Normal(level * jnp.exp(-jnp.exp(k) * design["times"]), 0.1).mask(design["mask"]).to_event(1), obs=obs)
+
+    design = {"times": jnp.array([1.0, 1.0, 2.0]), "obs_cmt": jnp.array([2, 3, 2]), "WT": jnp.array(70.0)}
+    return nlp.models.IndividualModel(program, design, name="two_analytes", analytes=(2, 3), covariates={"WT": (70.0, 15.0)})
+
+
+def test_analytes_and_simulator_covariates_reach_design_and_encoding():
+    from nlme_ppl.estimators._encoding import encode, num_channels
+
+    m = _two_analyte_model()
+    data = nlp.Dataset.from_arrays([[1.0, 1.0, 2.0]] * 2, [[0.5, 0.2, 0.3], [0.9, 0.4, 0.6]], obs_cmt=[[2, 3, 2], [2, 3, 3]]).with_covariates(WT=[55.0, 100.0])
+    d = m.designs_from_data(data)
+    np.testing.assert_array_equal(np.asarray(d["obs_cmt"]), [[2, 3, 2], [2, 3, 3]])
+    np.testing.assert_allclose(np.asarray(d["WT"]), [55.0, 100.0])
+    assert num_channels(m) == 1 + 2 + 1
+    _, v, _ = encode(m, data)
+    np.testing.assert_array_equal(v[1, :, 1:3], [[1, 0], [0, 1], [0, 1]])  # one indicator per analyte
+    np.testing.assert_allclose(v[:, :, 3], [[-1.0] * 3, [2.0] * 3])  # (WT - 70) / 15 on every row
+    sims = nlp.simulate(m, jax.random.key(0), num_simulations=5, progress=False)
+    assert sims.data.obs_cmt is not None and set(sims.data.covariates) == {"WT"}
+    assert m.fingerprint() != nlp.models.IndividualModel(m.fn, dict(m.design), name="two_analytes", analytes=(2, 3)).fingerprint()
+
+
+def test_analyte_and_covariate_data_checks():
+    m = _two_analyte_model()
+    base = nlp.Dataset.from_arrays([[1.0, 2.0]], [[0.5, 0.2]]).with_covariates(WT=[70.0])
+    with pytest.raises(ValueError, match=r"observes compartments \(2, 3\) and needs the compartment of each observation"):
+        m.designs_from_data(base)
+    with pytest.raises(ValueError, match=r"observation 1 of individual '1' is of compartment CMT=4"):
+        m.designs_from_data(base.with_obs_cmt(np.array([[2, 4]])))
+    with pytest.raises(ValueError, match=r"simulates with the covariate\(s\) \['WT'\], which the data lacks"):
+        m.designs_from_data(nlp.Dataset.from_arrays([[1.0, 2.0]], [[0.5, 0.2]]).with_obs_cmt(2))
+    with pytest.raises(ValueError, match=r"observes several compartments \(CMT \[2, 3\]\) but model 'frohlich_simple' has one"):
+        nlp.models.frohlich_simple().designs_from_data(base.with_obs_cmt(np.array([[2, 3]])))
+    with pytest.raises(ValueError, match="declares analytes"):
+        nlp.models.IndividualModel(m.fn, {"times": jnp.ones(2), "WT": jnp.array(1.0)}, analytes=(2, 3))
