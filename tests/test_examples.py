@@ -13,6 +13,7 @@ TINY = {
     "bimodal_cell.py": ["--num-draws", "200"],
     "multi_experiment.py": ["--num-individuals", "60"],
     "theophylline.py": ["--num-warmup", "30", "--num-samples", "30"],
+    "pk_censored.py": ["--num-individuals", "30"],
 }
 
 

@@ -69,6 +69,8 @@ PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
     "pk_oral_1cmt": (100_000, _PK, 4),
     # The same with censoring below a limit of quantification (M3): one more input channel, the flag.
     "pk_oral_1cmt_censored": (100_000, _PK, 5),
+    # Parent and metabolite, 11 parameters: the same GRU over event rows (8 channels per row).
+    "sunitinib": (100_000, _PK, 6),
 }
 
 

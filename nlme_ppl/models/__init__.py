@@ -7,10 +7,12 @@ from ._individual import IndividualModel as IndividualModel
 from .frohlich import frohlich_detailed as frohlich_detailed, frohlich_simple as frohlich_simple
 from .frohlich_sde import frohlich_sde as frohlich_sde
 from .pk import pk_oral_1cmt as pk_oral_1cmt, pk_oral_2cmt as pk_oral_2cmt
+from .sunitinib import sunitinib as sunitinib
 
 #: Built-in models by name, as used by `nlme-ppl --model NAME` and estimator files.
 BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed, "frohlich_sde": frohlich_sde, "pk_oral_1cmt": pk_oral_1cmt,
-           "pk_oral_1cmt_censored": functools.partial(pk_oral_1cmt, censoring=True), "pk_oral_2cmt": pk_oral_2cmt}
+           "pk_oral_1cmt_censored": functools.partial(pk_oral_1cmt, censoring=True), "pk_oral_2cmt": pk_oral_2cmt,
+           "sunitinib": sunitinib}
 
 
 def get(name: str) -> IndividualModel:
@@ -20,4 +22,4 @@ def get(name: str) -> IndividualModel:
     return BUILTIN[name]()
 
 
-__all__ = ["IndividualModel", "LeftCensored", "frohlich_detailed", "frohlich_sde", "frohlich_simple", "get", "pk_oral_1cmt", "pk_oral_2cmt", "BUILTIN"]
+__all__ = ["IndividualModel", "LeftCensored", "frohlich_detailed", "frohlich_sde", "frohlich_simple", "get", "pk_oral_1cmt", "pk_oral_2cmt", "sunitinib", "BUILTIN"]
