@@ -14,7 +14,7 @@ TINY = {
     "multi_experiment.py": ["--num-individuals", "60"],
     "theophylline.py": ["--num-warmup", "30", "--num-samples", "30"],
     "pk_censored.py": ["--num-individuals", "30"],
-    "sunitinib.py": ["--num-individuals", "20"],
+    "sunitinib.py": ["--num-individuals", "20", "--num-draws", "200"],
 }
 
 

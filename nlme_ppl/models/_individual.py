@@ -49,7 +49,9 @@ class IndividualModel(eqx.Module):
       the exact baselines and `log_likelihood` refuse it.
     - `data_check`: optional `(dataset) -> None` that raises a `ValueError` for data the
       program cannot simulate (e.g. a dose route it does not model); run before any fit.
-
+    - `simulation_chunk`: simulations per compiled call of `nlp.simulate` by default. Adaptive
+      solvers under `vmap` step every member in lockstep, so a stiff model runs faster in
+      smaller chunks (`frohlich_detailed` uses 2,000).
     - `analytes`: for a program that observes several compartments (a parent drug and its
       metabolite), their NONMEM CMT numbers, e.g. `(2, 3)`. The design then has `"obs_cmt"`
       (shape `(T,)`), the compartment of each observation, taken from `Dataset.obs_cmt`.
@@ -60,9 +62,6 @@ class IndividualModel(eqx.Module):
     Censoring: a design entry `"lloq"` (shape `(T,)`, `-inf` for none) marks a program that
     censors its observations below that limit ([`LeftCensored`][nlme_ppl.models.LeftCensored]);
     its simulations carry `Dataset.censored` flags, and its estimators read them.
-    - `simulation_chunk`: simulations per compiled call of `nlp.simulate` by default. Adaptive
-      solvers under `vmap` step every member in lockstep, so a stiff model runs faster in
-      smaller chunks (`frohlich_detailed` uses 2,000).
 
     Every latent site must be a scalar with support on the whole real line: write positive
     quantities on the log scale (`log_k ~ Normal`, then `jnp.exp(log_k)` in the simulator).
