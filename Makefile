@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SBI_STAMP := $(VENV)/.installed-sbi
 
-.PHONY: demo test test-fast bench docs clean venv
+.PHONY: demo test test-fast bench docs clean venv sbi
 
 venv: $(STAMP)
 
@@ -16,13 +17,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# The sbi backend's extra (torch, sbi: a CUDA build of torch from PyPI, about 5.8 GB in the
+# venv, a few minutes to install) is for the tests and `make sbi`, not for the demo.
+$(SBI_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,sbi]"
+	@touch $(SBI_STAMP)
+
+sbi: $(SBI_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/nlme-ppl demo --out demo_output
 
-test: $(STAMP)
+test: $(SBI_STAMP)
 	$(PY) -m pytest -q tests
 
-test-fast: $(STAMP)
+test-fast: $(SBI_STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
 # make bench BENCH_ARGS="--quick" for a short run, BENCH_ARGS="--only p1,p4" for some benchmarks

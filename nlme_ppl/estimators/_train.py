@@ -150,9 +150,10 @@ def train(
     *,
     simulations: Simulations | None = None,
     num_simulations: int | None = None,
-    config: TrainConfig = TrainConfig(),
+    config=None,
     progress: bool = True,
     loss_plot: str | Path | None = None,
+    backend: str = "flowjax",
 ) -> AmortizedPosterior:
     """Train an amortized posterior q(φ | y) for `model` by maximum likelihood.
 
@@ -169,12 +170,28 @@ def train(
     - `key`: a JAX random key (simulation, split, initialisation and minibatches).
     - `simulations`: training pairs from [`simulate`][nlme_ppl.simulate]; or
     - `num_simulations`: simulate this many first (with a key split from `key`).
-    - `config`: a [`TrainConfig`][nlme_ppl.TrainConfig].
+    - `config`: a [`TrainConfig`][nlme_ppl.TrainConfig] (default `TrainConfig()`), or for the sbi
+      backend an [`SbiConfig`][nlme_ppl.backends.sbi.SbiConfig].
     - `progress`: show progress bars.
     - `loss_plot`: if a path, write a PNG of the training and validation losses there.
+    - `backend`: `"flowjax"` (this function), or `"sbi"`: sbi's neural posterior estimation
+      ([`train_sbi`][nlme_ppl.backends.sbi.train_sbi]; needs the `[sbi]` extra), simulating with
+      the model's torch simulator where it has one.
 
-    **Returns:** an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior].
+    **Returns:** an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior] (an
+    [`SbiPosterior`][nlme_ppl.backends.sbi.SbiPosterior] for the sbi backend; both serve
+    `fit_map`, `fit_nuts` and the diagnostics).
     """
+    if backend == "sbi":
+        from ..backends.sbi import SbiConfig, train_sbi
+
+        if loss_plot is not None:
+            raise ValueError("`loss_plot` is for the flowjax backend; the sbi estimator's losses are in post.history.")
+        return train_sbi(model, key, simulations=simulations, num_simulations=num_simulations,
+                         config=SbiConfig() if config is None else config, progress=progress)
+    if backend != "flowjax":
+        raise ValueError(f"`backend` must be 'flowjax' or 'sbi'; got {backend!r}.")
+    config = TrainConfig() if config is None else config
     if not isinstance(model, IndividualModel):
         raise TypeError(f"`model` must be an IndividualModel (e.g. nlp.models.frohlich_simple()); got {type(model).__name__}.")
     check_keys(key)

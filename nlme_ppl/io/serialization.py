@@ -1,11 +1,12 @@
-"""Estimator files: one zip archive with `metadata.json` and `leaves.eqx`. Never pickle.
+"""Estimator files: one zip archive with `metadata.json` and the weights. Never pickle.
 
-- `metadata.json`: format name and version, nlme_ppl version, model name and fingerprint,
-  parameter names, training prior, the `TrainConfig` (to rebuild the network skeleton),
-  the training history, and the SHA-256 of `leaves.eqx`.
-- `leaves.eqx`: the network weights and standardisation, written by
-  `equinox.tree_serialise_leaves` (NumPy `.npy` records of numeric arrays; loaded with
-  pickling disabled).
+- `metadata.json`: format name and version, nlme_ppl version, the backend, model name and
+  fingerprint, parameter names, training prior, the configuration (to rebuild the network
+  skeleton), the training history, and the SHA-256 of the weights.
+- the weights: `leaves.eqx` for the flowjax backend, written by `equinox.tree_serialise_leaves`
+  (NumPy `.npy` records of numeric arrays; loaded with pickling disabled); `weights.pt` for the
+  sbi backend, `torch.save` of the state dict (tensors only; loaded with
+  `torch.load(weights_only=True)`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FORMAT_NAME = "nlme_ppl.AmortizedPosterior"
 FORMAT_VERSION = 1
 _SUPPORTED_VERSIONS = (1,)
 _META, _LEAVES = "metadata.json", "leaves.eqx"
+_PAYLOAD = {"flowjax": _LEAVES, "sbi": "weights.pt"}  # the weights file of each backend
 
 
 def _payload(post):
@@ -60,17 +62,19 @@ def save_posterior(post, path: str | Path) -> None:
     from .._version import __version__
     from ..estimators._posterior import AmortizedPosterior
 
-    if not isinstance(post, AmortizedPosterior):
-        raise TypeError(f"expected an AmortizedPosterior (from nlp.train); got {type(post).__name__}.")
+    backend = getattr(post, "backend", None) if not isinstance(post, AmortizedPosterior) else "flowjax"
+    if backend not in _PAYLOAD:
+        raise TypeError(f"expected an AmortizedPosterior or SbiPosterior (from nlp.train); got {type(post).__name__}.")
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist; create it first.")
-    leaves = _leaves_bytes(post)
+    leaves = _leaves_bytes(post) if backend == "flowjax" else post._weights()
     model = post.model
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "nlme_ppl_version": __version__,
+        "backend": backend,
         "model": {
             "name": model.name,
             "fingerprint": model.fingerprint(),
@@ -78,8 +82,8 @@ def save_posterior(post, path: str | Path) -> None:
             "prior": model.prior_spec(),
         },
         "config": post.config.to_dict(),
-        "architecture": {"num_params": model.num_params},
-        "history": post.history.to_dict(),
+        "architecture": {"num_params": model.num_params} if backend == "flowjax" else post._architecture(),
+        "history": post.history.to_dict() if backend == "flowjax" else post.history,
         "leaves_sha256": hashlib.sha256(leaves).hexdigest(),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -87,7 +91,7 @@ def save_posterior(post, path: str | Path) -> None:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr(_META, json.dumps(meta, indent=2, sort_keys=True))
-                zf.writestr(_LEAVES, leaves)
+                zf.writestr(_PAYLOAD[backend], leaves)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -111,17 +115,23 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], bytes]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-            if not {_META, _LEAVES} <= names:
-                _refuse(path, f"{not_ours}; it holds {sorted(names)}, not {_META} and {_LEAVES}.")
-            meta_bytes, leaves = zf.read(_META), zf.read(_LEAVES)
+            if _META not in names:
+                _refuse(path, f"{not_ours}; it holds {sorted(names)}, not {_META}.")
+            meta_bytes = zf.read(_META)
+            try:
+                meta = json.loads(meta_bytes.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                _refuse(path, f"its {_META} is not valid JSON ({e}); the file is corrupt.")
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+                _refuse(path, f"{not_ours}; its metadata names format {meta.get('format') if isinstance(meta, dict) else None!r}.")
+            backend = meta.get("backend", "flowjax")
+            if backend not in _PAYLOAD:
+                _refuse(path, f"its backend {backend!r} is not one this nlme_ppl knows ({sorted(_PAYLOAD)}); upgrade nlme_ppl.")
+            if _PAYLOAD[backend] not in names:
+                _refuse(path, f"{not_ours}; it holds {sorted(names)}, not {_META} and {_PAYLOAD[backend]}.")
+            leaves = zf.read(_PAYLOAD[backend])
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as e:
         _refuse(path, f"the file is corrupt ({e}); save or download it again.")
-    try:
-        meta = json.loads(meta_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        _refuse(path, f"its {_META} is not valid JSON ({e}); the file is corrupt.")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        _refuse(path, f"{not_ours}; its metadata names format {meta.get('format') if isinstance(meta, dict) else None!r}.")
     version = meta.get("format_version")
     if version not in _SUPPORTED_VERSIONS:
         _refuse(
@@ -131,7 +141,7 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], bytes]:
             "Upgrade nlme_ppl or retrain the estimator.",
         )
     if hashlib.sha256(leaves).hexdigest() != meta.get("leaves_sha256"):
-        _refuse(path, f"checksum mismatch: {_LEAVES} does not match the SHA-256 in {_META}; the file is corrupt.")
+        _refuse(path, f"checksum mismatch: {_PAYLOAD[backend]} does not match the SHA-256 in {_META}; the file is corrupt.")
     return meta, leaves
 
 
@@ -162,7 +172,9 @@ def load_posterior(path: str | Path, *, model=None):
     - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] it was trained for.
       Default: the built-in model of the stored name (`nlp.models.get(name)`).
 
-    **Returns:** an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior].
+    **Returns:** an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior], or for a file of the
+    sbi backend an [`SbiPosterior`][nlme_ppl.backends.sbi.SbiPosterior] (which needs the
+    `[sbi]` extra).
 
     Refused with a `ValueError` saying why: not an estimator file, corrupt or truncated,
     checksum mismatch, unsupported format version, or a model that does not match the one it
@@ -172,30 +184,21 @@ def load_posterior(path: str | Path, *, model=None):
     from ..estimators._posterior import AmortizedPosterior, build_networks
     from ..estimators._encoding import num_channels
     from ..estimators._summary import InputScaling
-    from ..models import IndividualModel, get
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no estimator file at {str(path)!r}.")
     meta, leaves = _read_archive(path)
+    if meta.get("backend", "flowjax") == "sbi":
+        return _load_sbi(path, meta, leaves, model)
     try:
-        name = meta["model"]["name"]
+        _ = meta["model"]["name"]  # required
         config = TrainConfig.from_dict(meta["config"])
         num_params = int(meta["architecture"]["num_params"])
         history = TrainingHistory.from_dict(meta.get("history", {}))
     except (KeyError, TypeError, ValueError) as e:
         _refuse(path, f"its metadata is incomplete or invalid ({e}); the file is corrupt.")
-    if model is None:
-        try:
-            model = get(name)
-        except ValueError:
-            _refuse(
-                path,
-                f"it was trained for model {name!r}, which is not a built-in model; pass the model: "
-                "load_posterior(path, model=...).",
-            )
-    elif not isinstance(model, IndividualModel):
-        raise TypeError(f"`model` must be an IndividualModel; got {type(model).__name__}.")
+    model = _model_for(path, meta, model)
     _check_model(path, meta, model)
     if num_params != model.num_params:
         _refuse(path, f"it stores {num_params} parameters but the model has {model.num_params}.")
@@ -211,6 +214,36 @@ def load_posterior(path: str | Path, *, model=None):
     return AmortizedPosterior(
         model=model, summary=summary, flow=flow, param_loc=loc, param_scale=scale, config=config, history=history
     )
+
+
+def _model_for(path, meta: dict, model):
+    """The model an estimator file is loaded for: `model`, or the built-in one of its stored name."""
+    from ..models import IndividualModel, get
+
+    name = meta["model"]["name"]
+    if model is None:
+        try:
+            return get(name)
+        except ValueError:
+            _refuse(path, f"it was trained for model {name!r}, which is not a built-in model; pass the model: "
+                          "load_posterior(path, model=...).")
+    if not isinstance(model, IndividualModel):
+        raise TypeError(f"`model` must be an IndividualModel; got {type(model).__name__}.")
+    return model
+
+
+def _load_sbi(path, meta: dict, weights: bytes, model):
+    from ..backends.sbi._posterior import load_weights  # imports torch: only for sbi files
+
+    try:
+        model = _model_for(path, meta, model)
+    except KeyError as e:
+        _refuse(path, f"its metadata is incomplete or invalid ({e}); the file is corrupt.")
+    _check_model(path, meta, model)
+    try:
+        return load_weights(meta, weights, model)
+    except Exception as e:  # noqa: BLE001 - any failure here means the weights do not fit the architecture
+        _refuse(path, f"its weights do not fit the architecture in its metadata ({type(e).__name__}: {e}).")
 
 
 def _available() -> list[str]:

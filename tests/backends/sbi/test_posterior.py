@@ -1,0 +1,75 @@
+"""An sbi-trained estimator has the flowjax estimator's interface: shapes, seeds, save/load
+without pickle, refusals, and fit_map / diagnostics taking it unchanged."""
+
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+
+import nlme_ppl as nlp
+
+torch = pytest.importorskip("torch")
+from nlme_ppl.backends.sbi import SbiConfig, SbiPosterior, simulate_torch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained():
+    m = nlp.models.pk_oral_1cmt()
+    sims = simulate_torch(m, jax.random.key(0), num_simulations=2000)
+    with pytest.warns(UserWarning, match="not yet fully converged"):  # sbi's, after 3 epochs: kept for users
+        post = nlp.train(m, jax.random.key(1), simulations=sims, backend="sbi", config=SbiConfig(max_epochs=3, embedding="gru"),
+                         progress=False)
+    return m, sims, post
+
+
+def test_interface_shapes_and_seeds(trained):
+    m, sims, post = trained
+    assert isinstance(post, SbiPosterior) and post.param_names == m.param_names and post.history["epochs"] == 3
+    d = sims.data.subset(np.arange(7))
+    a = np.asarray(post.sample(d, jax.random.key(2), num_draws=40))
+    assert a.shape == (7, 40, 4) and a.dtype == np.float64 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, np.asarray(post.sample(d, jax.random.key(2), num_draws=40)))
+    assert not np.array_equal(a, np.asarray(post.sample(d, jax.random.key(3), num_draws=40)))
+    lq = np.asarray(post.log_prob(d, a))
+    assert lq.shape == (7, 40) and np.isfinite(lq).all()
+    assert np.asarray(post.summaries(d)).shape == (7, 32)
+
+
+def test_save_load_round_trip_and_refusals(trained, tmp_path):
+    m, sims, post = trained
+    path = tmp_path / "pk.nlp"
+    post.save(path)
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["metadata.json", "weights.pt"]
+    back = nlp.load_posterior(path)
+    d = sims.data.subset(np.arange(5))
+    np.testing.assert_array_equal(np.asarray(back.sample(d, jax.random.key(4), num_draws=20)),
+                                  np.asarray(post.sample(d, jax.random.key(4), num_draws=20)))
+    with pytest.raises(ValueError, match="fingerprint"):
+        nlp.load_posterior(path, model=nlp.models.pk_oral_1cmt(censoring=True))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("weights.pt")
+    raw[info.header_offset + 100] ^= 0xFF  # corrupt the weights
+    bad = tmp_path / "bad.nlp"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="cannot load estimator"):
+        nlp.load_posterior(bad)
+
+
+def test_longer_data_than_trained_is_refused(trained):
+    m, sims, post = trained
+    t = np.linspace(0.5, 48.0, post.rows + 5)
+    data = nlp.Dataset.from_arrays(t, np.ones((1, t.size)), doses=nlp.Doses.from_individuals([[0.0]], [[100.0]]))
+    with pytest.raises(ValueError, match=rf"has {post.rows + 6} rows .* more than the {post.rows} this sbi estimator"):
+        post.sample(data, jax.random.key(0), num_draws=5)
+
+
+def test_fit_map_and_diagnostics_take_it(trained):
+    m, sims, post = trained
+    d = sims.data.subset(np.arange(40))
+    fit = nlp.fit_map(nlp.populations.gaussian(m, fixed=("sigma_add",)), post, d, jax.random.key(5), num_draws=50, num_starts=2)
+    assert all(np.isfinite(v) for v in fit.params.values())
+    res = nlp.diagnostics.sbc(post, m, jax.random.key(6), num_simulations=60, num_draws=20)
+    assert set(res.passed) == set(m.param_names)
