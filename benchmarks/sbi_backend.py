@@ -1,0 +1,89 @@
+"""The sbi backend against the flowjax backend, on the same budget and the same population.
+
+    python benchmarks/sbi_backend.py [--num-simulations 20000] [--max-epochs 30] [--num-individuals 200]
+
+Both estimators of `pk_oral_1cmt` are trained on the same simulations (from the torch
+simulator) for the same number of epochs, with the batch size and learning rate of the
+shipped recipe. Then each fits the same synthetic population (means at the training-prior
+means, SD 0.3 on ka, CL and V, the noise without random effect) by 10-start MAP, and SBC runs
+on 500 held-out simulations for each. Writes `benchmarks/sbi_results.json` and
+`docs/img/sbc_sbi_pk_oral_1cmt.png`.
+"""
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import nlme_ppl as nlp
+from nlme_ppl.backends.sbi import SbiConfig, simulate_torch
+from nlme_ppl.diagnostics import sbc
+from nlme_ppl.estimators import PRETRAINED_CONFIGS
+
+HERE = Path(__file__).parent
+
+
+def population(model, n: int, seed: int = 0):
+    loc = np.array([float(model.prior[p].loc) for p in model.param_names])
+    sd = np.array([0.0 if p.startswith("sigma") else 0.3 for p in model.param_names])
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    phi = loc + sd * np.asarray(jax.random.normal(k1, (n, model.num_params)))
+    return nlp.simulate_data(model, phi, k2, designs=model.sample_designs(k3, n)), phi
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--num-simulations", type=int, default=20_000)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--num-individuals", type=int, default=200)
+    args = p.parse_args(argv)
+    model = nlp.models.pk_oral_1cmt()
+    t0 = time.perf_counter()
+    sims = simulate_torch(model, jax.random.key(0), num_simulations=args.num_simulations)
+    sim_seconds = time.perf_counter() - t0
+    recipe = PRETRAINED_CONFIGS["pk_oral_1cmt"][1]
+    flowjax_config = dataclasses.replace(recipe, max_epochs=args.max_epochs, patience=args.max_epochs)
+    sbi_config = SbiConfig(embedding="gru", max_epochs=args.max_epochs, patience=args.max_epochs,
+                           batch_size=recipe.batch_size, learning_rate=recipe.learning_rate)
+    posts, results = {}, {"num_simulations": len(sims), "torch_simulate_seconds": sim_seconds, "max_epochs": args.max_epochs}
+    for backend, config in (("flowjax", flowjax_config), ("sbi", sbi_config)):
+        t = time.perf_counter()
+        posts[backend] = nlp.train(model, jax.random.key(1), simulations=sims, config=config, backend=backend, progress=False)
+        results[backend] = {"train_seconds": time.perf_counter() - t}
+    data, phi = population(model, args.num_individuals)
+    fixed = ("sigma_add",)
+    pop = nlp.populations.gaussian(model, fixed=fixed)
+    for backend, post in posts.items():
+        fit = nlp.fit_map(pop, post, data, jax.random.key(2), num_draws=100, num_starts=10, diagnose=False)
+        r = results[backend]
+        r["estimates"] = {k: float(v) for k, v in fit.params.items()}
+        r["errors"] = {}
+        for i, name in enumerate(model.param_names):
+            r["errors"][f"mean[{name}]"] = fit.params[f"mean[{name}]"] - float(phi[:, i].mean())
+            if name not in fixed:
+                r["errors"][f"sd[{name}]"] = fit.params[f"sd[{name}]"] / float(phi[:, i].std()) - 1
+        t = time.perf_counter()
+        res = sbc(post, model, jax.random.key(3), num_simulations=500, num_draws=100)
+        r["sbc_seconds"] = time.perf_counter() - t
+        r["sbc_passed"] = {k: bool(v) for k, v in res.passed.items()}
+        r["sbc_max_deviation"] = {k: float(v) for k, v in res.table()["max_deviation"].items()}
+        if backend == "sbi":
+            res.plot(HERE.parent / "docs" / "img" / "sbc_sbi_pk_oral_1cmt.png")
+    est = {b: results[b]["estimates"] for b in posts}
+    results["difference_sbi_minus_flowjax"] = {k: est["sbi"][k] - est["flowjax"][k] for k in est["flowjax"]}
+    path = HERE / "sbi_results.json"
+    path.write_text(json.dumps(results, indent=1))
+    for b in posts:
+        r = results[b]
+        print(f"{b}: train {r['train_seconds']:.0f} s; SBC {sum(r['sbc_passed'].values())}/{len(r['sbc_passed'])}; "
+              + ", ".join(f"{k} {v:+.3f}" for k, v in r["errors"].items()))
+    print("sbi - flowjax:", {k: round(v, 3) for k, v in results["difference_sbi_minus_flowjax"].items()})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
