@@ -23,8 +23,12 @@ def test_every_example_has_tiny_settings():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(TINY)
 
 
+#: Examples whose tiny run still takes minutes: run by make test-all, not by make test.
+HEAVY = {"sbi_sde.py"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.heavy) if n in HEAVY else n for n in sorted(TINY)])
 def test_example_runs(name, tmp_path):
     cmd = [sys.executable, str(EXAMPLES / name), *TINY[name], "--out", str(tmp_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

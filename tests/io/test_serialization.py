@@ -218,7 +218,7 @@ _SBC_KNOWN_FAIL = {
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.xfail(reason=_SBC_KNOWN_FAIL[n], strict=True)) if n in _SBC_KNOWN_FAIL else n
+    [pytest.param(n, marks=[pytest.mark.xfail(reason=_SBC_KNOWN_FAIL[n], strict=True), pytest.mark.heavy]) if n in _SBC_KNOWN_FAIL else n
      for n in sorted(p.stem for p in ROOT_PRETRAINED.glob("*.nlp"))],
 )
 def test_every_shipped_estimator_passes_sbc(name):

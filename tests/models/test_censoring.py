@@ -116,7 +116,7 @@ def _heavily_censored(model, num: int, min_censored: int):
     return sims.data.subset(rows)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_shipped_estimator_learns_m3_from_the_flag():
     """Eight individuals with ≥ 3 censored samples. E3 is the exact M3 posterior (NUTS on the
     model's own likelihood) and E0 the exact posterior that reads the limits as measurements.

@@ -310,7 +310,7 @@ def test_nonmem_round_trip_and_data_checks(tmp_path):
         nlp.models.pk_oral_1cmt().designs_from_data(sims.data)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_shipped_estimator_recovers_the_published_population():
     """examples/sunitinib.py's study (60 patients, WT in the simulator, two analytes): MAP with the
     shipped estimator and 4,000 draws recovers the means of the parameters with random effects

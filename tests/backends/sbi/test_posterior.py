@@ -16,16 +16,16 @@ from nlme_ppl.backends.sbi import SbiConfig, SbiPosterior, simulate_torch  # noq
 @pytest.fixture(scope="module")
 def trained():
     m = nlp.models.pk_oral_1cmt()
-    sims = simulate_torch(m, jax.random.key(0), num_simulations=2000)
-    with pytest.warns(UserWarning, match="not yet fully converged"):  # sbi's, after 3 epochs: kept for users
-        post = nlp.train(m, jax.random.key(1), simulations=sims, backend="sbi", config=SbiConfig(max_epochs=3, embedding="gru"),
+    sims = simulate_torch(m, jax.random.key(0), num_simulations=1000)
+    with pytest.warns(UserWarning, match="not yet fully converged"):  # sbi's, after 2 epochs: kept for users
+        post = nlp.train(m, jax.random.key(1), simulations=sims, backend="sbi", config=SbiConfig(max_epochs=2, embedding="gru", batch_size=128),
                          progress=False)
     return m, sims, post
 
 
 def test_interface_shapes_and_seeds(trained):
     m, sims, post = trained
-    assert isinstance(post, SbiPosterior) and post.param_names == m.param_names and post.history["epochs"] == 3
+    assert isinstance(post, SbiPosterior) and post.param_names == m.param_names and post.history["epochs"] == 2
     d = sims.data.subset(np.arange(7))
     a = np.asarray(post.sample(d, jax.random.key(2), num_draws=40))
     assert a.shape == (7, 40, 4) and a.dtype == np.float64 and np.isfinite(a).all()
@@ -71,5 +71,5 @@ def test_fit_map_and_diagnostics_take_it(trained):
     d = sims.data.subset(np.arange(40))
     fit = nlp.fit_map(nlp.populations.gaussian(m, fixed=("sigma_add",)), post, d, jax.random.key(5), num_draws=50, num_starts=2)
     assert all(np.isfinite(v) for v in fit.params.values())
-    res = nlp.diagnostics.sbc(post, m, jax.random.key(6), num_simulations=60, num_draws=20)
+    res = nlp.diagnostics.sbc(post, m, jax.random.key(6), num_simulations=30, num_draws=20)
     assert set(res.passed) == set(m.param_names)

@@ -39,11 +39,11 @@ def test_pk_closed_form_matches_jax_and_noise_is_independent():
 
 
 def test_sde_matches_jax_in_distribution():
-    """Mean and the 10/50/90 % quantiles of y at six times, 3,000 paths from each simulator, one
+    """Mean and the 10/50/90 % quantiles of y at six times, 2,000 paths from each simulator, one
     parameter vector: the torch values' ECDF at the JAX quantiles is p within 4 Monte Carlo SEs,
     and the means differ by less than 4 SEs."""
     m = nlp.models.frohlich_sde()
-    n = 3000
+    n = 2000
     phi = np.array([-1.0, -3.0, 0.5, 3.0, 0.0, -0.5, 1.0, -3.0])  # delta, gamma, k, m0 (20 copies), scale, t0, offset, sigma
     params = np.tile(phi, (n, 1))
     designs = m.sample_designs(jax.random.key(0), n)
