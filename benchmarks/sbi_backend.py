@@ -1,18 +1,21 @@
 """The sbi backend against the flowjax backend, on the same budget and the same population.
 
     python benchmarks/sbi_backend.py [--num-simulations 20000] [--max-epochs 30] [--num-individuals 200]
+                                     [--sbi-lr-schedule cosine|constant] [--out FILE.json]
 
 Both estimators of `pk_oral_1cmt` are trained on the same simulations (from the torch
 simulator) for the same number of epochs, with the batch size and learning rate of the
 shipped recipe. Then each fits the same synthetic population (means at the training-prior
 means, SD 0.3 on ka, CL and V, the noise without random effect) by 10-start MAP, and SBC runs
 on 500 held-out simulations for each. Writes `benchmarks/sbi_results.json` and
-`docs/img/sbc_sbi_pk_oral_1cmt.png`.
+`docs/img/sbc_{sbi,flowjax}_pk_oral_1cmt.png`. Both estimators use the recipe's cosine schedule
+unless `--sbi-lr-schedule constant` (sbi's own `NPE.train` keeps the rate constant).
 """
 
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -40,6 +43,11 @@ def main(argv=None):
     p.add_argument("--num-simulations", type=int, default=20_000)
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--num-individuals", type=int, default=200)
+    p.add_argument("--sbi-lr-schedule", default="cosine", choices=("cosine", "constant"),
+                   help="cosine: the flowjax recipe's schedule; constant: what sbi's NPE.train does")
+    p.add_argument("--out", default=str(HERE / "sbi_results.json"))
+    p.add_argument("--save-dir", default=None, help="also save both estimators here (flowjax.nlp, sbi.nlp)")
+    p.add_argument("--load-dir", default=None, help="skip training: load flowjax.nlp and sbi.nlp saved by --save-dir")
     args = p.parse_args(argv)
     model = nlp.models.pk_oral_1cmt()
     t0 = time.perf_counter()
@@ -48,13 +56,33 @@ def main(argv=None):
     recipe = PRETRAINED_CONFIGS["pk_oral_1cmt"][1]
     flowjax_config = dataclasses.replace(recipe, max_epochs=args.max_epochs, patience=args.max_epochs)
     sbi_config = SbiConfig(embedding="gru", max_epochs=args.max_epochs, patience=args.max_epochs,
-                           batch_size=recipe.batch_size, learning_rate=recipe.learning_rate)
-    posts, results = {}, {"num_simulations": len(sims), "torch_simulate_seconds": sim_seconds, "max_epochs": args.max_epochs}
+                           batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, lr_schedule=args.sbi_lr_schedule,
+                           final_lr_fraction=recipe.final_lr_fraction, clip_norm=recipe.clip_norm)
+    posts, results = {}, {"num_simulations": len(sims), "torch_simulate_seconds": sim_seconds, "max_epochs": args.max_epochs,
+                          "sbi_lr_schedule": args.sbi_lr_schedule, "load_average_at_start": os.getloadavg()[0]}
     for backend, config in (("flowjax", flowjax_config), ("sbi", sbi_config)):
+        if args.load_dir:  # the training time is the one recorded when the file was trained
+            posts[backend] = nlp.load_posterior(Path(args.load_dir) / f"{backend}.nlp")
+            h = posts[backend].history
+            results[backend] = {"train_seconds": h["train_seconds"] if isinstance(h, dict) else h.train_seconds, "loaded_from": args.load_dir}
+            continue
         t = time.perf_counter()
         posts[backend] = nlp.train(model, jax.random.key(1), simulations=sims, config=config, backend=backend, progress=False)
         results[backend] = {"train_seconds": time.perf_counter() - t}
+    if args.save_dir:
+        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+        for backend, post in posts.items():
+            post.save(Path(args.save_dir) / f"{backend}.nlp")
     data, phi = population(model, args.num_individuals)
+    # per individual: how far apart the two estimators' posterior means are, in flowjax posterior SDs
+    d = {b: np.asarray(post.sample(data, jax.random.key(4), num_draws=1000)) for b, post in posts.items()}
+    z = np.abs(d["sbi"].mean(1) - d["flowjax"].mean(1)) / d["flowjax"].std(1)
+    ratio = d["sbi"].std(1) / d["flowjax"].std(1)
+    results["per_individual"] = {
+        name: {"median_abs_mean_difference_in_sd": float(np.median(z[:, i])), "max_abs_mean_difference_in_sd": float(z[:, i].max()),
+               "median_sd_ratio": float(np.median(ratio[:, i]))}
+        for i, name in enumerate(model.param_names)
+    }
     fixed = ("sigma_add",)
     pop = nlp.populations.gaussian(model, fixed=fixed)
     for backend, post in posts.items():
@@ -71,11 +99,11 @@ def main(argv=None):
         r["sbc_seconds"] = time.perf_counter() - t
         r["sbc_passed"] = {k: bool(v) for k, v in res.passed.items()}
         r["sbc_max_deviation"] = {k: float(v) for k, v in res.table()["max_deviation"].items()}
-        if backend == "sbi":
-            res.plot(HERE.parent / "docs" / "img" / "sbc_sbi_pk_oral_1cmt.png")
+        res.plot(HERE.parent / "docs" / "img" / f"sbc_{backend}_pk_oral_1cmt.png")
     est = {b: results[b]["estimates"] for b in posts}
     results["difference_sbi_minus_flowjax"] = {k: est["sbi"][k] - est["flowjax"][k] for k in est["flowjax"]}
-    path = HERE / "sbi_results.json"
+    results["load_average_at_end"] = os.getloadavg()[0]
+    path = Path(args.out)
     path.write_text(json.dumps(results, indent=1))
     for b in posts:
         r = results[b]

@@ -119,6 +119,14 @@ def censored_in(designs, values) -> np.ndarray | None:
     return np.asarray(designs["mask"], bool) & (np.asarray(values) <= np.asarray(designs["lloq"]))
 
 
+def obs_cmt_in(designs) -> np.ndarray | None:
+    """The compartment each simulated observation measures (int32, 0 where padded), or `None`
+    when the `designs` have no `obs_cmt` (a model with one analyte)."""
+    if "obs_cmt" not in designs:
+        return None
+    return np.where(np.asarray(designs["mask"], bool), np.asarray(designs["obs_cmt"]), 0).astype(np.int32)
+
+
 class Dataset(eqx.Module):
     """Observations of `N` individuals, padded to a common length `T`.
 
@@ -338,7 +346,7 @@ class Dataset(eqx.Module):
         designs = {k: np.asarray(v) for k, v in designs.items()}
         mask, rows = designs["mask"].astype(bool), np.flatnonzero(keep)
         doses = Doses.from_design(designs)
-        censored = censored_in(designs, values)
+        censored, obs_cmt = censored_in(designs, values), obs_cmt_in(designs)
         return cls(
             times=jnp.asarray(np.where(mask, designs["times"], 0.0)[rows]),
             values=jnp.asarray(np.where(mask, np.asarray(values), 0.0)[rows]),
@@ -347,7 +355,7 @@ class Dataset(eqx.Module):
             covariates={c: jnp.asarray(designs[c][rows], float) for c in covariates},
             doses=None if doses is None else doses.subset(rows),
             censored=None if censored is None or not censored[rows].any() else jnp.asarray(censored[rows]),
-            obs_cmt=jnp.asarray(np.where(mask, designs["obs_cmt"], 0)[rows].astype(np.int32)) if "obs_cmt" in designs else None,
+            obs_cmt=None if obs_cmt is None else jnp.asarray(obs_cmt[rows]),
         )
 
     # ------------------------------------------------------------------ views

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from ._validate import check_keys, positive_int
-from .data import Dataset, Doses, censored_in
+from .data import Dataset, Doses, censored_in, obs_cmt_in
 from .models import IndividualModel
 
 __all__ = ["Simulations", "simulate", "simulate_data"]
@@ -132,5 +132,5 @@ def simulate_data(model: IndividualModel, params: Float[Array, "n k"], key, *, d
     return Dataset.from_arrays(
         np.asarray(designs["times"]), np.asarray(obs), mask=mask, ids=ids, covariates=covariates, doses=Doses.from_design(designs),
         censored=censored_in(designs, obs),
-        obs_cmt=np.asarray(designs["obs_cmt"]) if model.analytes else None,
+        obs_cmt=obs_cmt_in(designs),
     )

@@ -211,7 +211,6 @@ def test_every_shipped_estimator_loads_for_its_model_and_has_a_recipe():
 #: frohlich_simple leave the band near its ends); strict, so a fix shows up as a failure here.
 _SBC_KNOWN_FAIL = {
     "frohlich_simple": "gamma and t0 leave the 99% band at seed 0 (docs/guide/estimators.md)",
-    "frohlich_detailed": "t0 leaves the 99% band at seed 0 (max deviation 0.080 vs 0.078; docs/guide/estimators.md)",
 }
 
 

@@ -22,7 +22,7 @@ from ...estimators._encoding import encode
 from ...simulation import Simulations, simulate
 from ._embedding import EMBEDDINGS
 from ._torch import torch
-from .simulators import TORCH_SIMULATORS, torch_prior
+from .simulators import TORCH_SIMULATORS
 
 __all__ = ["SbiConfig", "SbiPosterior", "simulate_torch", "train_sbi"]
 
@@ -37,8 +37,16 @@ class SbiConfig:
     - `hidden_features`, `num_transforms`, `num_bins`: the flow's width, depth and spline bins.
     - `embedding`: `"deepset"` (masked mean of a row MLP) or `"gru"` (over the rows in time order).
     - `embedding_hidden`, `summary_dim`: the embedding's width and output size.
-    - `batch_size`, `learning_rate`, `max_epochs`, `patience` (sbi's `stop_after_epochs`),
-      `validation_fraction`: training, by sbi's `NPE.train` (Adam, best validation weights kept).
+    - `batch_size`, `learning_rate`, `max_epochs`, `patience` (epochs without a better
+      validation loss before stopping; the best weights are kept), `validation_fraction`.
+    - `lr_schedule`: `"cosine"` (one warm-up epoch from a tenth of `learning_rate`, then cosine
+      decay to `final_lr_fraction` × `learning_rate`, as the flowjax recipes) or `"constant"`
+      (what sbi's `NPE.train` does). `clip_norm`: global gradient-norm clipping.
+
+    The loss is sbi's NPE loss, −log q(φ | x) of the density estimator on prior-predictive pairs
+    (`ConditionalDensityEstimator.loss`). The loop is nlme_ppl's because `NPE.train` has no
+    learning-rate schedule: at a constant rate the last weights stay noisy, and in the
+    cross-backend benchmark that left CL biased (docs/guide/sbi.md).
     """
 
     flow: str = "nsf"
@@ -50,6 +58,9 @@ class SbiConfig:
     summary_dim: int = 32
     batch_size: int = 256
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    final_lr_fraction: float = 0.02
+    clip_norm: float = 5.0
     max_epochs: int = 50
     patience: int = 10
     validation_fraction: float = 0.1
@@ -57,6 +68,13 @@ class SbiConfig:
     def __post_init__(self):
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"`embedding` must be one of {sorted(EMBEDDINGS)}; got {self.embedding!r}.")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"`lr_schedule` must be 'cosine' or 'constant'; got {self.lr_schedule!r}.")
+        for name in ("learning_rate", "clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be positive; got {getattr(self, name)!r}.")
+        if not 0 < self.final_lr_fraction <= 1:
+            raise ValueError(f"`final_lr_fraction` must be in (0, 1]; got {self.final_lr_fraction!r}.")
         for name in ("hidden_features", "num_transforms", "num_bins", "embedding_hidden", "summary_dim", "batch_size", "max_epochs", "patience"):
             positive_int(getattr(self, name), name=name)
         if not 0 < self.validation_fraction < 1:
@@ -107,18 +125,6 @@ def _fit_rows(x: np.ndarray, rows: int, model_name: str) -> np.ndarray:
             )
         return np.ascontiguousarray(x[:, :rows])
     return x
-
-
-class _NullTracker:
-    """sbi's default tracker writes TensorBoard logs to ./sbi-logs; training here keeps no such files."""
-
-    log_dir = None
-
-    def log_metric(self, *a, **k): ...
-    def log_metrics(self, *a, **k): ...
-    def log_params(self, *a, **k): ...
-    def add_figure(self, *a, **k): ...
-    def flush(self): ...
 
 
 def _builder(config: SbiConfig, num_channels: int):
@@ -295,6 +301,82 @@ def simulate_torch(model, key: PRNGKeyArray, *, num_simulations: int, simulator=
     return Simulations(jnp.asarray(params[ok]), data, model.param_names, int((~ok).sum()))
 
 
+def _lr_factor(config: SbiConfig, steps_per_epoch: int):
+    """The learning-rate multiplier of step `s` (torch `LambdaLR`), as `optax.warmup_cosine_decay_schedule`
+    in the flowjax recipes: linear warm-up from 0.1 over one epoch (at most a tenth of the run), then
+    cosine decay to `final_lr_fraction`."""
+    total = steps_per_epoch * config.max_epochs
+    if config.lr_schedule == "constant":
+        return lambda s: 1.0
+    warmup = min(steps_per_epoch, max(total // 10, 1))
+    decay = max(total - warmup, 1)
+    end = config.final_lr_fraction
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return 0.1 + 0.9 * s / warmup
+        c = 0.5 * (1 + np.cos(np.pi * min(s - warmup, decay) / decay))
+        return end + (1 - end) * c
+
+    return factor
+
+
+def _fit(config: SbiConfig, theta, x, *, progress: bool):
+    """Train a fresh sbi density estimator on `(theta, x)` by its NPE loss: Adam, the schedule of
+    `config`, gradient clipping, and the weights of the best validation loss kept."""
+    n = theta.shape[0]
+    num_val = max(1, int(round(config.validation_fraction * n)))
+    if n - num_val < 2:
+        raise ValueError(f"{n} simulations are too few to train on with validation_fraction={config.validation_fraction}.")
+    perm = torch.randperm(n)
+    train_idx, val_idx = perm[num_val:], perm[:num_val]
+    build, embedding = _builder(config, x.shape[-1])
+    embedding.std.fit(x[train_idx])
+    estimator = build(theta[train_idx], x[train_idx[:8]])  # z-scores φ on the training split
+    steps_per_epoch = -(-len(train_idx) // config.batch_size)
+    optimizer = torch.optim.Adam(estimator.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
+    history = {"training_loss": [], "validation_loss": []}
+    best, best_state, since = float("inf"), None, 0
+    epochs = range(config.max_epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc="sbi NPE", unit="epoch")
+    for _ in epochs:
+        estimator.train()
+        total = 0.0
+        for b in torch.randperm(len(train_idx)).split(config.batch_size):
+            idx = train_idx[b]
+            loss = estimator.loss(theta[idx], condition=x[idx]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(estimator.parameters(), max_norm=config.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+        estimator.eval()
+        with torch.no_grad():
+            val = sum(float(estimator.loss(theta[i], condition=x[i]).sum()) for i in val_idx.split(4 * config.batch_size)) / num_val
+        history["training_loss"].append(total / len(train_idx))
+        history["validation_loss"].append(val)
+        if not np.isfinite(val):
+            raise FloatingPointError(
+                f"the validation loss is {val} after epoch {len(history['validation_loss'])}; lower `learning_rate` "
+                f"(now {config.learning_rate}) or `clip_norm`, or check the simulations for extreme values."
+            )
+        if val < best:
+            best, since = val, 0
+            best_state = {k: v.detach().clone() for k, v in estimator.state_dict().items()}
+        else:
+            since += 1
+            if since >= config.patience:
+                break
+    estimator.load_state_dict(best_state)
+    history.update(best_validation_loss=best, epochs=len(history["validation_loss"]))
+    return estimator.eval(), history
+
+
 def train_sbi(
     model,
     key: PRNGKeyArray,
@@ -309,19 +391,17 @@ def train_sbi(
 
     **Arguments:**
 
-    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] (its training prior must be independent Normals).
+    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel].
     - `key`: a JAX random key (simulation and torch's seed).
     - `simulations`: training pairs (from `nlp.simulate` or `simulate_torch`); or
     - `num_simulations`: simulate this many first, with
     - `simulator`: `"torch"` (the model's torch simulator), `"jax"` (`nlp.simulate`), or `"auto"`
       (torch where the model has one).
     - `config`: an [`SbiConfig`][nlme_ppl.backends.sbi.SbiConfig].
-    - `progress`: show sbi's progress bar.
+    - `progress`: show a progress bar over epochs.
 
     **Returns:** an [`SbiPosterior`][nlme_ppl.backends.sbi.SbiPosterior].
     """
-    from sbi.inference import NPE
-
     check_keys(key)
     if not isinstance(config, SbiConfig):
         raise TypeError(f"`config` must be an SbiConfig; got {type(config).__name__}.")
@@ -338,26 +418,9 @@ def train_sbi(
     simulate_seconds = time.perf_counter() - t0
     x = torch.tensor(_rows(model, simulations.data))
     theta = torch.tensor(np.asarray(model.canonicalize(simulations.params), np.float32))
-    build, embedding = _builder(config, x.shape[-1])
-    embedding.std.fit(x)
     t1 = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _quiet():
         torch.manual_seed(_seed(k_train))
-        inference = NPE(prior=torch_prior(model), density_estimator=build, tracker=_NullTracker(), show_progress_bars=progress)
-        inference.append_simulations(theta, x)
-        estimator = inference.train(
-            training_batch_size=config.batch_size, learning_rate=config.learning_rate,
-            max_num_epochs=max(config.max_epochs - 1, 1),  # sbi counts one more epoch than it is given
-            stop_after_epochs=config.patience, validation_fraction=config.validation_fraction, show_train_summary=False,
-        )
-    s = inference.summary
-    history = {
-        "training_loss": [float(v) for v in s.get("training_loss", [])],
-        "validation_loss": [float(v) for v in s.get("validation_loss", [])],
-        "best_validation_loss": float(s["best_validation_loss"][-1]) if s.get("best_validation_loss") else None,
-        "epochs": int(s["epochs_trained"][-1]) if s.get("epochs_trained") else None,
-        "num_simulations": len(simulations),
-        "simulate_seconds": simulate_seconds,
-        "train_seconds": time.perf_counter() - t1,
-    }
+        estimator, history = _fit(config, theta, x, progress=progress)
+    history.update(num_simulations=len(simulations), simulate_seconds=simulate_seconds, train_seconds=time.perf_counter() - t1)
     return SbiPosterior(model=model, estimator=estimator, config=config, rows=x.shape[1], history=history)

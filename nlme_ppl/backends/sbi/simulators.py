@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ...data import CENTRAL
+from ...models.pk import _SD_FLOOR
 from ._torch import torch
 
 __all__ = ["TORCH_SIMULATORS", "frohlich_sde_torch", "pk_oral_1cmt_torch", "torch_prior"]
@@ -106,7 +107,7 @@ def _pk_1cmt(error: str):
         if error in ("proportional", "combined"):
             b = p[:, 4:5] if error == "combined" else p[:, 3:4]
             var = var + (b * conc) ** 2
-        sd = torch.sqrt(var + 1e-8) if error == "proportional" else torch.sqrt(var)  # the JAX model's floor
+        sd = torch.sqrt(var + _SD_FLOOR**2) if error == "proportional" else torch.sqrt(var)  # the JAX model's floor
         return conc + sd * torch.randn(conc.shape, generator=generator, dtype=params.dtype)
 
     simulate.__name__ = simulate.__qualname__ = f"pk_oral_1cmt_torch_{error}"

@@ -17,15 +17,32 @@ from nlme_ppl.backends.sbi import SbiConfig, SbiPosterior, simulate_torch  # noq
 def trained():
     m = nlp.models.pk_oral_1cmt()
     sims = simulate_torch(m, jax.random.key(0), num_simulations=1000)
-    with pytest.warns(UserWarning, match="not yet fully converged"):  # sbi's, after 2 epochs: kept for users
-        post = nlp.train(m, jax.random.key(1), simulations=sims, backend="sbi", config=SbiConfig(max_epochs=2, embedding="gru", batch_size=128),
-                         progress=False)
+    post = nlp.train(m, jax.random.key(1), simulations=sims, backend="sbi", config=SbiConfig(max_epochs=3, embedding="gru", batch_size=128),
+                     progress=False)
     return m, sims, post
+
+
+def test_training_history_and_schedule(trained):
+    from nlme_ppl.backends.sbi._posterior import _lr_factor
+
+    _, sims, post = trained
+    h = post.history
+    assert h["epochs"] == 3 and len(h["training_loss"]) == len(h["validation_loss"]) == 3
+    assert h["best_validation_loss"] == min(h["validation_loss"]) < h["validation_loss"][0]
+    assert h["num_simulations"] == len(sims)
+    f = _lr_factor(SbiConfig(max_epochs=10, final_lr_fraction=0.05), steps_per_epoch=20)  # as optax's warm-up cosine
+    assert f(0) == pytest.approx(0.1) and f(20) == pytest.approx(1.0) and f(200) == pytest.approx(0.05)
+    assert f(110) == pytest.approx(0.05 + 0.95 * 0.5)  # half-way through the decay
+    assert _lr_factor(SbiConfig(lr_schedule="constant"), steps_per_epoch=20)(150) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        SbiConfig(lr_schedule="exponential")
+    with pytest.raises(ValueError, match="final_lr_fraction"):
+        SbiConfig(final_lr_fraction=0.0)
 
 
 def test_interface_shapes_and_seeds(trained):
     m, sims, post = trained
-    assert isinstance(post, SbiPosterior) and post.param_names == m.param_names and post.history["epochs"] == 2
+    assert isinstance(post, SbiPosterior) and post.param_names == m.param_names and post.history["epochs"] == 3
     d = sims.data.subset(np.arange(7))
     a = np.asarray(post.sample(d, jax.random.key(2), num_draws=40))
     assert a.shape == (7, 40, 4) and a.dtype == np.float64 and np.isfinite(a).all()
