@@ -63,8 +63,9 @@ _PK = TrainConfig(
 )
 
 PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
-    # 50 epochs left the validation loss falling and gamma, t0 biased (SBC 4/6): 90 epochs.
-    "frohlich_simple": (120_000, dataclasses.replace(_FROHLICH, max_epochs=90), 20240),
+    # SBC 4/6 at seed 0 (gamma, t0 just outside the band near its ends). 90 epochs did not fix it
+    # (4/6, gamma and sigma), so the shipped file stays the 50-epoch one (docs/guide/estimators.md).
+    "frohlich_simple": (120_000, _FROHLICH, 20240),
     # The stiff ODE and the SDE: the frohlich_simple architecture; 40 epochs left t0 just outside
     # the SBC band (10/11), so frohlich_detailed has 60.
     "frohlich_detailed": (100_000, dataclasses.replace(_FROHLICH, max_epochs=60), 11),
