@@ -98,18 +98,23 @@ def _pad_to_multiple(arrays, multiple):
     return (*out, w)
 
 
-def _optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+def lr_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+    """The learning rate per step of `config` (`learning_rate`, `lr_schedule`, `final_lr_fraction`,
+    `max_epochs`): for `"cosine"`, a linear warm-up from a tenth over one epoch (at most a tenth
+    of the run), then cosine decay to `final_lr_fraction`. The sbi backend's loop uses it too."""
     lr, total = config.learning_rate, config.max_epochs * steps_per_epoch
     if config.lr_schedule == "cosine":
         warmup = min(steps_per_epoch, max(total // 10, 1))
-        schedule = optax.warmup_cosine_decay_schedule(
+        return optax.warmup_cosine_decay_schedule(
             lr * 0.1, lr, warmup, max(total, warmup + 1), end_value=lr * config.final_lr_fraction
         )
-    elif config.lr_schedule == "exponential":
-        schedule = optax.exponential_decay(lr, max(total, 1), config.final_lr_fraction)
-    else:
-        schedule = optax.constant_schedule(lr)
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
+    if config.lr_schedule == "exponential":
+        return optax.exponential_decay(lr, max(total, 1), config.final_lr_fraction)
+    return optax.constant_schedule(lr)
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(lr_schedule(config, steps_per_epoch)))
 
 
 def _plot_losses(history: TrainingHistory, path, title: str) -> None:

@@ -19,6 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ..._validate import check_keys, positive_int
 from ...data import Dataset
 from ...estimators._encoding import encode
+from ...estimators._train import lr_schedule
 from ...simulation import Simulations, simulate
 from ._embedding import EMBEDDINGS
 from ._torch import torch
@@ -302,23 +303,12 @@ def simulate_torch(model, key: PRNGKeyArray, *, num_simulations: int, simulator=
 
 
 def _lr_factor(config: SbiConfig, steps_per_epoch: int):
-    """The learning-rate multiplier of step `s` (torch `LambdaLR`), as `optax.warmup_cosine_decay_schedule`
-    in the flowjax recipes: linear warm-up from 0.1 over one epoch (at most a tenth of the run), then
-    cosine decay to `final_lr_fraction`."""
+    """The learning-rate multiplier of step `s` for torch's `LambdaLR`: the flowjax recipes'
+    schedule (`estimators._train.lr_schedule`), tabulated once over the run."""
     total = steps_per_epoch * config.max_epochs
-    if config.lr_schedule == "constant":
-        return lambda s: 1.0
-    warmup = min(steps_per_epoch, max(total // 10, 1))
-    decay = max(total - warmup, 1)
-    end = config.final_lr_fraction
-
-    def factor(s: int) -> float:
-        if s < warmup:
-            return 0.1 + 0.9 * s / warmup
-        c = 0.5 * (1 + np.cos(np.pi * min(s - warmup, decay) / decay))
-        return end + (1 - end) * c
-
-    return factor
+    steps = np.arange(total + 1)  # optax's constant schedule ignores the shape of its input: broadcast
+    factors = np.broadcast_to(np.asarray(lr_schedule(config, steps_per_epoch)(steps)), steps.shape) / config.learning_rate
+    return lambda s: float(factors[min(s, total)])
 
 
 def _fit(config: SbiConfig, theta, x, *, progress: bool):
