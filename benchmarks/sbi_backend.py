@@ -7,8 +7,13 @@ Both estimators of `pk_oral_1cmt` are trained on the same simulations (from the 
 simulator) for the same number of epochs, with the batch size and learning rate of the
 shipped recipe. Then each fits the same synthetic population (means at the training-prior
 means, SD 0.3 on ka, CL and V, the noise without random effect) by 10-start MAP, and SBC runs
-on 500 held-out simulations for each. Writes `benchmarks/sbi_results.json` and
-`docs/img/sbc_{sbi,flowjax}_pk_oral_1cmt.png`. Both estimators use the recipe's cosine schedule
+on 500 held-out simulations for each.
+
+The reference is the exact individual posteriors, by importance sampling with each estimator as
+the proposal (`nlp.diagnostics.compare_with_exact`): the estimators' SDs against the exact ones
+per parameter, and the same population fit on exact draws. Each fit is repeated on 4 more
+draw keys to give its Monte Carlo spread. Writes `benchmarks/sbi_results.json`,
+`docs/img/sbc_{sbi,flowjax}_pk_oral_1cmt.png` and `docs/img/exact_{sbi,flowjax}_pk_oral_1cmt.png`. Both estimators use the recipe's cosine schedule
 unless `--sbi-lr-schedule constant` (sbi's own `NPE.train` keeps the rate constant).
 """
 
@@ -24,7 +29,7 @@ import numpy as np
 
 import nlme_ppl as nlp
 from nlme_ppl.backends.sbi import SbiConfig, simulate_torch
-from nlme_ppl.diagnostics import sbc
+from nlme_ppl.diagnostics import compare_with_exact, sbc
 from nlme_ppl.estimators import PRETRAINED_CONFIGS
 
 HERE = Path(__file__).parent
@@ -85,23 +90,47 @@ def main(argv=None):
     }
     fixed = ("sigma_add",)
     pop = nlp.populations.gaussian(model, fixed=fixed)
+    # the reference: the exact individual posteriors (importance sampling, each estimator as proposal)
+    exact = {}
     for backend, post in posts.items():
+        cmp = compare_with_exact(post, data, jax.random.key(5))
+        cmp.plot(HERE.parent / "docs" / "img" / f"exact_{backend}_pk_oral_1cmt.png")
+        exact[backend] = cmp
+        results[backend]["against_exact"] = {
+            c: {k: float(v) for k, v in cmp.table()[c].items()} for c in ("median_sd_ratio", "mean_zscore")
+        } | {"num_unreliable": int(cmp.table()["num_unreliable"].iloc[0])}
+    # the two importance samplers (one per proposal) estimate the same exact posteriors: how closely
+    a, b = exact["flowjax"], exact["sbi"]
+    ok = a.reliable() & b.reliable()
+    results["exact_proposals_agree"] = {
+        "median_abs_mean_difference_in_sd": float(np.median(np.abs(a.exact_mean - b.exact_mean)[ok] / a.exact_sd[ok])),
+        "median_sd_ratio": float(np.median(b.exact_sd[ok] / a.exact_sd[ok])),
+    }
+    fits = posts | {"exact": exact["flowjax"].exact}
+    for backend, post in fits.items():
         fit = nlp.fit_map(pop, post, data, jax.random.key(2), num_draws=100, num_starts=10, diagnose=False)
-        r = results[backend]
+        r = results.setdefault(backend, {})
         r["estimates"] = {k: float(v) for k, v in fit.params.items()}
+        # a fit's spread over draw keys (the surrogate's Monte Carlo error), from 4 more keys
+        again = [nlp.fit_map(pop, post, data, jax.random.key(20 + i), num_draws=100, num_starts=4, diagnose=False).params
+                 for i in range(4)]
+        r["draw_key_sd"] = {k: float(np.std([a[k] for a in again], ddof=1)) for k in fit.params}
         r["errors"] = {}
         for i, name in enumerate(model.param_names):
             r["errors"][f"mean[{name}]"] = fit.params[f"mean[{name}]"] - float(phi[:, i].mean())
             if name not in fixed:
                 r["errors"][f"sd[{name}]"] = fit.params[f"sd[{name}]"] / float(phi[:, i].std()) - 1
+    for backend, post in posts.items():
+        r = results[backend]
         t = time.perf_counter()
         res = sbc(post, model, jax.random.key(3), num_simulations=500, num_draws=100)
         r["sbc_seconds"] = time.perf_counter() - t
         r["sbc_passed"] = {k: bool(v) for k, v in res.passed.items()}
         r["sbc_max_deviation"] = {k: float(v) for k, v in res.table()["max_deviation"].items()}
         res.plot(HERE.parent / "docs" / "img" / f"sbc_{backend}_pk_oral_1cmt.png")
-    est = {b: results[b]["estimates"] for b in posts}
+    est = {b: results[b]["estimates"] for b in fits}
     results["difference_sbi_minus_flowjax"] = {k: est["sbi"][k] - est["flowjax"][k] for k in est["flowjax"]}
+    results["difference_from_exact"] = {b: {k: est[b][k] - est["exact"][k] for k in est[b]} for b in posts}
     results["load_average_at_end"] = os.getloadavg()[0]
     path = Path(args.out)
     path.write_text(json.dumps(results, indent=1))
@@ -109,6 +138,8 @@ def main(argv=None):
         r = results[b]
         print(f"{b}: train {r['train_seconds']:.0f} s; SBC {sum(r['sbc_passed'].values())}/{len(r['sbc_passed'])}; "
               + ", ".join(f"{k} {v:+.3f}" for k, v in r["errors"].items()))
+        print(f"   SD ratio to exact: {r['against_exact']['median_sd_ratio']}")
+    print("exact draws:", ", ".join(f"{k} {v:+.3f}" for k, v in results["exact"]["errors"].items()))
     print("sbi - flowjax:", {k: round(v, 3) for k, v in results["difference_sbi_minus_flowjax"].items()})
     print(f"wrote {path}")
 

@@ -9,6 +9,7 @@ import pytest
 EXAMPLES = Path(__file__).parents[1] / "examples"
 TINY = {
     "frohlich_population.py": ["--num-individuals", "40", "--num-warmup", "30", "--num-samples", "30"],
+    "exact_check.py": ["--num-individuals", "20", "--num-proposals", "500"],
     "custom_model.py": ["--num-simulations", "2000", "--max-epochs", "2", "--num-individuals", "20"],
     "bimodal_cell.py": ["--num-draws", "200"],
     "multi_experiment.py": ["--num-individuals", "60"],

@@ -1,11 +1,17 @@
 """Diagnostics of amortized posteriors and of the surrogate: simulation-based calibration,
-contraction and z-scores, classifier two-sample tests, importance-weight Pareto k and an
-out-of-distribution check of the data."""
+contraction and z-scores, classifier two-sample tests, a comparison with the exact individual
+posteriors (tractable models), importance-weight Pareto k and an out-of-distribution check of
+the data."""
 
 from ._bands import simultaneous_band as simultaneous_band
 from ._c2st import c2st as c2st, c2st_individuals as c2st_individuals
 from ._contraction import posterior_contraction_and_zscores as posterior_contraction_and_zscores
 from ._coverage import OutlierDiagnostics as OutlierDiagnostics, summary_outliers as summary_outliers
+from ._exact import (
+    ExactComparison as ExactComparison,
+    ImportancePosterior as ImportancePosterior,
+    compare_with_exact as compare_with_exact,
+)
 from ._importance import (
     ImportanceDiagnostics as ImportanceDiagnostics,
     SurrogateWarning as SurrogateWarning,
@@ -15,12 +21,15 @@ from ._importance import (
 from ._sbc import SBCResult as SBCResult, sbc as sbc, sbc_check as sbc_check, sbc_ranks as sbc_ranks
 
 __all__ = [
+    "ExactComparison",
+    "ImportancePosterior",
     "ImportanceDiagnostics",
     "OutlierDiagnostics",
     "SBCResult",
     "SurrogateWarning",
     "c2st",
     "c2st_individuals",
+    "compare_with_exact",
     "importance_diagnostics",
     "importance_from_fit",
     "posterior_contraction_and_zscores",
