@@ -160,6 +160,7 @@ class _Surrogate(Messenger):
         self.draws = draws
         self.index = {n: i for i, n in enumerate(draws.param_names)}
         self.seen: dict[str, str] = {}
+        self.fixed: list[str] = []  # parameters whose population distribution is a Delta (no random effect)
         n, k = draws.num_individuals, draws.num_params
         self.coef = jnp.zeros((n, draws.stats.shape[-1]), jnp.float64)
         self.const = jnp.zeros((n,), jnp.float64)
@@ -218,6 +219,7 @@ class _Surrogate(Messenger):
                 raise ValueError(f"site {site!r}: a Delta population distribution must be a scalar site.")
             loc = jnp.broadcast_to(base.v, (n_ind,))
             h = self.draws.bandwidth[:, idx[0]]
+            self.fixed.append(names[0])
             self._gaussian(idx, loc[:, None], (1.0 / h**2)[:, None, None], jnp.log(h))
             value = loc
         elif len(names) == 1 and fn.event_shape == ():
@@ -345,11 +347,22 @@ def log_weights(population, draws: SurrogateDraws, params: dict, *args, **kwargs
     how well the draws cover the population distribution (see
     [`importance_from_fit`][nlme_ppl.diagnostics.importance_from_fit]).
     """
+    return _evaluated(population, draws, params, args, kwargs).log_weights()
+
+
+def _evaluated(population, draws: SurrogateDraws, params: dict, args, kwargs) -> _Surrogate:
+    """The surrogate handler after one run of `population` at population parameters `params`."""
     handler = _Surrogate(draws)
     params = {k: v for k, v in params.items() if k not in draws.param_names}
     with numpyro.handlers.seed(rng_seed=0), handler, numpyro.handlers.substitute(data=params):
         population(*args, **kwargs)
-    return handler.log_weights()
+    return handler
+
+
+def fixed_parameters(population, draws: SurrogateDraws, params: dict, *args, **kwargs) -> tuple[str, ...]:
+    """The individual parameters that `population` gives no random effect (a `Delta` site) at
+    population parameters `params` (constrained site values by name)."""
+    return tuple(_evaluated(population, draws, params, args, kwargs).fixed)
 
 
 def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "obs"):

@@ -45,6 +45,9 @@ class MAPResult(eqx.Module):
       [`ImportanceDiagnostics`][nlme_ppl.diagnostics.ImportanceDiagnostics]), or None with `diagnose=False`.
     - `outliers`: the summary-space check of the data against the training simulations (an
       [`OutlierDiagnostics`][nlme_ppl.diagnostics.OutlierDiagnostics]), or None.
+    - `fixed_widths`: for each parameter without random effect, the median over individuals of
+      the estimator's posterior SD over the training prior's (near 1: the individual posteriors
+      barely inform it, see [Diagnostics](guide/diagnostics.md#parameters-without-random-effect)), or None.
     """
 
     params: dict[str, float]
@@ -61,6 +64,7 @@ class MAPResult(eqx.Module):
     population: object = eqx.field(static=True)
     importance: object = None
     outliers: object = None
+    fixed_widths: dict | None = None
 
     def table(self, truth: dict[str, float] | None = None) -> pd.DataFrame:
         """Estimates with standard errors, back-transformed values and CV%.
@@ -94,6 +98,8 @@ class MAPResult(eqx.Module):
             out["high_k_ids"] = list(self.importance.bad())
         if self.outliers is not None:
             out["summary_outlier_ids"] = list(self.outliers.bad(2.0))
+        if self.fixed_widths:
+            out["fixed_posterior_over_prior_sd"] = dict(self.fixed_widths)
         return out
 
     def to_arviz(self, data=None):
@@ -336,7 +342,10 @@ def fit_map(population, posterior, data, key, *, num_draws: int = 100, num_start
     individuals concerned: `importance` (PSIS Pareto k > 0.7 of an individual's importance
     weights at the estimate: more draws or a better estimator are needed there) and
     `outliers` (data far outside the training simulations in summary space; only for
-    estimators with `summaries`). They cost a few seconds at N = 10,000.
+    estimators with `summaries`). They cost a few seconds at N = 10,000. A third,
+    `fixed_widths`, warns when a parameter without random effect has individual posteriors that
+    barely narrow the training prior (median SD ratio above 0.8): its estimate then magnifies
+    small errors of the estimator (see [Diagnostics](guide/diagnostics.md#parameters-without-random-effect)).
 
     **Arguments:**
 
@@ -356,7 +365,18 @@ def fit_map(population, posterior, data, key, *, num_draws: int = 100, num_start
     fit = fit_map_draws(population, draws, data, k_fit, num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter, fresh_draws=fresh, num_rescore=num_rescore, diagnose=diagnose)
     if diagnose:
         fit = eqx.tree_at(lambda f: f.outliers, fit, check_outliers(posterior, data, k_draws), is_leaf=lambda x: x is None)
+        fit = eqx.tree_at(lambda f: f.fixed_widths, fit, check_fixed(population, posterior, draws, fit.site_values, data), is_leaf=lambda x: x is None)
     return fit
+
+
+def check_fixed(population, posterior, draws, params, data, *, stacklevel: int = 4) -> dict[str, float]:
+    """The weak-fixed-parameter check used by `fit_map` and `fit_nuts`: posterior/prior SD ratios
+    of the parameters without random effect, warning where one exceeds 0.8."""
+    from ..diagnostics._fixed import fixed_parameter_widths, warn_weak_fixed
+
+    widths = fixed_parameter_widths(population, draws, params, data, posterior.model)
+    warn_weak_fixed(widths, stacklevel=stacklevel)
+    return widths
 
 
 def check_outliers(posterior, data, key, *, stacklevel: int = 4):

@@ -56,7 +56,9 @@ def fit_nuts(
     posterior draw of highest density, and `summary_distance` / `summary_tail_prob` of the
     data against the training simulations; a
     [`SurrogateWarning`][nlme_ppl.diagnostics.SurrogateWarning] names the individuals where
-    either check fails (see [`fit_map`][nlme_ppl.fit_map]).
+    either check fails (see [`fit_map`][nlme_ppl.fit_map]). Its attributes
+    `fixed_posterior_over_prior_sd[name]` give, for each parameter without random effect, the
+    median posterior/prior SD ratio of the individual draws (warned above 0.8).
     """
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")
@@ -85,7 +87,7 @@ def fit_nuts(
 def _diagnose(population, posterior, draws, data, flat, lp, key) -> xr.Dataset:
     """Importance-weight check at the posterior draw of highest density, and the outlier check."""
     from ..diagnostics import importance_from_fit
-    from .map import check_outliers
+    from .map import check_fixed, check_outliers
 
     best = int(np.argmax(np.asarray(lp).reshape(-1)))
     importance = importance_from_fit(population, draws, {k: v[best] for k, v in flat.items()}, data)
@@ -95,4 +97,7 @@ def _diagnose(population, posterior, draws, data, flat, lp, key) -> xr.Dataset:
     if outliers is not None:
         out["summary_distance"] = ("individual", np.asarray(outliers.distance))
         out["summary_tail_prob"] = ("individual", np.asarray(outliers.tail_prob))
-    return xr.Dataset(out, coords={"individual": list(data.ids)})
+    params = {k: v[best] for k, v in flat.items()}
+    widths = check_fixed(population, posterior, draws, params, data, stacklevel=5)
+    attrs = {f"fixed_posterior_over_prior_sd[{n}]": r for n, r in widths.items()}
+    return xr.Dataset(out, coords={"individual": list(data.ids)}, attrs=attrs)
