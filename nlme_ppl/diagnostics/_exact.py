@@ -33,7 +33,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from scipy.special import logsumexp
 
 from .._validate import check_keys, positive_int
-from ._importance import importance_diagnostics
+from ._importance import MIN_DRAWS, importance_diagnostics
 
 __all__ = ["ExactComparison", "ImportancePosterior", "compare_with_exact"]
 
@@ -98,8 +98,7 @@ class ImportancePosterior(eqx.Module):
                 "this ImportancePosterior holds the exact posteriors of another data set; build one for "
                 "these data with nlp.diagnostics.compare_with_exact(estimator, data, key)."
             )
-        n, p, _ = self.values.shape
-        keys = jax.random.split(key, n)
+        keys = jax.random.split(key, self.values.shape[0])
         idx = jax.vmap(lambda k, lw: jax.random.categorical(k, lw, shape=(num_draws,)))(keys, jnp.asarray(self.log_weights))
         return jnp.take_along_axis(jnp.asarray(self.values), idx[..., None], axis=1)
 
@@ -235,6 +234,8 @@ def compare_with_exact(
     """
     check_keys(key)
     num_proposals = positive_int(num_proposals, name="num_proposals")
+    if num_proposals < 4 * MIN_DRAWS:
+        raise ValueError(f"`num_proposals` must be at least {4 * MIN_DRAWS} (Pareto k of the weights needs them); got {num_proposals}.")
     num_draws = positive_int(num_draws, name="num_draws")
     if not 0.0 < float(defensive) < 1.0:
         raise ValueError(f"`defensive` must lie strictly between 0 and 1; got {defensive}.")
@@ -259,7 +260,8 @@ def compare_with_exact(
     )
     log_prior = np.asarray(model.prior_log_prob(jnp.asarray(values)), np.float64)
     log_q = np.asarray(posterior.log_prob(data, values), np.float64)
-    log_g = np.logaddexp(math.log1p(-defensive) + log_q, math.log(defensive) + log_prior)
+    share = num_prior / num_proposals  # the mixture's weights are the shares actually drawn
+    log_g = np.logaddexp(math.log1p(-share) + log_q, math.log(share) + log_prior)
     log_lik = _chunked_log_likelihood(model, values, data)
     bad = ~np.isfinite(log_lik)
     log_w = np.where(bad, -np.inf, log_prior + log_lik - log_g)

@@ -76,6 +76,8 @@ def test_refusals(problem):
     other, _ = lg.simulate_population(jax.random.key(6), 60, np.array([0.5, -1.0]), np.array([0.4, 0.3]))
     with pytest.raises(ValueError, match="exact posteriors of another data set"):
         cmp.exact.sample(other, jax.random.key(0), num_draws=10)
+    with pytest.raises(ValueError, match="`num_proposals` must be at least 100"):
+        nlp.diagnostics.compare_with_exact(est, data, jax.random.key(0), num_proposals=50)
     with pytest.raises(ValueError, match="`defensive` must lie strictly between 0 and 1"):
         nlp.diagnostics.compare_with_exact(est, data, jax.random.key(0), defensive=1.0)
     with pytest.raises(TypeError, match="has no log_prob"):
