@@ -36,10 +36,10 @@ HERE = Path(__file__).parent
 
 
 def population(model, n: int, seed: int = 0):
-    loc = np.array([float(model.prior[p].loc) for p in model.param_names])
-    sd = np.array([0.0 if p.startswith("sigma") else 0.3 for p in model.param_names])
+    """`n` individuals around the training-prior means (SD 0.3 on ka, CL and V; the noise fixed), with their data."""
+    truth = {"mean": {p: float(model.prior[p].loc) for p in model.param_names}, "sd": {p: 0.3 for p in ("ka", "CL", "V")}}
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-    phi = loc + sd * np.asarray(jax.random.normal(k1, (n, model.num_params)))
+    phi = np.asarray(nlp.demo.sample_population(model, k1, n, truth))
     return nlp.simulate_data(model, phi, k2, designs=model.sample_designs(k3, n)), phi
 
 

@@ -24,10 +24,10 @@ import nlme_ppl as nlp
 
 
 def population(model, n: int, key):
-    loc = np.array([float(model.prior[p].loc) for p in model.param_names])
-    sd = np.array([0.0 if p.startswith("sigma") else 0.3 for p in model.param_names])
+    """`n` individuals around the training-prior means (SD 0.3; the residual error fixed), with their data."""
+    truth = {"mean": {p: float(model.prior[p].loc) for p in model.param_names}, "sd": {p: 0.3 for p in ("ka", "CL", "V")}}
     k_phi, k_obs, k_design = jax.random.split(key, 3)
-    phi = loc + sd * np.asarray(jax.random.normal(k_phi, (n, model.num_params)))
+    phi = np.asarray(nlp.demo.sample_population(model, k_phi, n, truth))
     return nlp.simulate_data(model, phi, k_obs, designs=model.sample_designs(k_design, n)), phi
 
 
