@@ -57,8 +57,8 @@ def fit_nuts(
     data against the training simulations; a
     [`SurrogateWarning`][nlme_ppl.diagnostics.SurrogateWarning] names the individuals where
     either check fails (see [`fit_map`][nlme_ppl.fit_map]). Its attributes
-    `fixed_posterior_over_prior_sd[name]` give, for each parameter without random effect, the
-    median posterior/prior SD ratio of the individual draws (warned above 0.8).
+    `fixed_posterior_over_prior_sd_<name>` give, for each parameter without random effect,
+    the median posterior/prior SD ratio of the individual draws (warned above 0.8).
     """
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")
@@ -85,19 +85,19 @@ def fit_nuts(
 
 
 def _diagnose(population, posterior, draws, data, flat, lp, key) -> xr.Dataset:
-    """Importance-weight check at the posterior draw of highest density, and the outlier check."""
+    """Importance-weight and fixed-parameter checks at the posterior draw of highest density, and the outlier check."""
     from ..diagnostics import importance_from_fit
     from .map import check_fixed, check_outliers
 
     best = int(np.argmax(np.asarray(lp).reshape(-1)))
-    importance = importance_from_fit(population, draws, {k: v[best] for k, v in flat.items()}, data)
+    params = {k: v[best] for k, v in flat.items()}
+    importance = importance_from_fit(population, draws, params, data)
     importance.warn(stacklevel=4)
     out = {"pareto_k": ("individual", np.asarray(importance.pareto_k)), "ess": ("individual", np.asarray(importance.ess))}
     outliers = check_outliers(posterior, data, key, stacklevel=5)
     if outliers is not None:
         out["summary_distance"] = ("individual", np.asarray(outliers.distance))
         out["summary_tail_prob"] = ("individual", np.asarray(outliers.tail_prob))
-    params = {k: v[best] for k, v in flat.items()}
     widths = check_fixed(population, posterior, draws, params, data, stacklevel=5)
-    attrs = {f"fixed_posterior_over_prior_sd[{n}]": r for n, r in widths.items()}
+    attrs = {f"fixed_posterior_over_prior_sd_{n}": r for n, r in widths.items()}
     return xr.Dataset(out, coords={"individual": list(data.ids)}, attrs=attrs)
