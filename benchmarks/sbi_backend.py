@@ -97,9 +97,10 @@ def main(argv=None):
         cmp = compare_with_exact(post, data, jax.random.key(5))
         cmp.plot(HERE.parent / "docs" / "img" / f"exact_{backend}_pk_oral_1cmt.png")
         exact[backend] = cmp
+        tab = cmp.table()
         results[backend]["against_exact"] = {
-            c: {k: float(v) for k, v in cmp.table()[c].items()} for c in ("median_sd_ratio", "mean_zscore")
-        } | {"num_unreliable": int(cmp.table()["num_unreliable"].iloc[0])}
+            c: {k: float(v) for k, v in tab[c].items()} for c in ("median_sd_ratio", "mean_zscore")
+        } | {"num_unreliable": int(tab["num_unreliable"].iloc[0])}
     # the two importance samplers (one per proposal) estimate the same exact posteriors: how closely
     a, b = exact["flowjax"], exact["sbi"]
     ok = a.reliable() & b.reliable()

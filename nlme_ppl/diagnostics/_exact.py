@@ -44,7 +44,8 @@ _EVALS_PER_CHUNK = 200_000
 @eqx.filter_jit
 def _log_likelihood(model, params, designs, obs):
     """(n, P) exact log p(y_i | φ_ij) for n individuals."""
-    return jax.vmap(lambda th, d, y: jax.vmap(lambda t: model.log_likelihood(t, d, y))(th))(params, designs, obs)
+    per_draw = jax.vmap(model.log_likelihood, in_axes=(0, None, None))  # the draws of one individual
+    return jax.vmap(per_draw)(params, designs, obs)
 
 
 def _chunked_log_likelihood(model, params: np.ndarray, data) -> np.ndarray:
@@ -197,8 +198,7 @@ class ExactComparison(eqx.Module):
         return fig
 
     def __repr__(self) -> str:
-        r = np.median(self.sd_ratio[self.reliable()], 0)
-        shown = ", ".join(f"{n} {v:.2f}" for n, v in zip(self.param_names, r))
+        shown = ", ".join(f"{n} {v:.2f}" for n, v in self.table()["median_sd_ratio"].items())
         return f"ExactComparison({len(self.ids)} individuals; median SD ratio estimator/exact: {shown})"
 
 
