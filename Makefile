@@ -45,8 +45,23 @@ test-fast: $(SBI_STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
+# The maths is rendered by MathJax 3: a copy from the npm registry goes into
+# docs/javascripts/vendor/mathjax (git-ignored), so the built site renders offline; without npm
+# the pages load it from the unpkg CDN instead.
+MATHJAX_VERSION := 3.2.2
+MATHJAX_DIR := docs/javascripts/vendor/mathjax
+
+$(MATHJAX_DIR)/tex-chtml.js:
+	@if command -v npm >/dev/null; then \
+	  tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz) && \
+	  mkdir -p $(MATHJAX_DIR) && cp $$tmp/package/es5/tex-chtml.js $(MATHJAX_DIR)/ && \
+	  mkdir -p $(MATHJAX_DIR)/output/chtml && cp -r $$tmp/package/es5/output/chtml/fonts $(MATHJAX_DIR)/output/chtml/ && \
+	  rm -rf $$tmp; \
+	else echo "npm not found: the docs will load MathJax from the unpkg CDN"; fi
+
 docs: $(STAMP)
+	-@$(MAKE) --no-print-directory $(MATHJAX_DIR)/tex-chtml.js
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site demo_output
+	rm -rf $(VENV) site demo_output docs/javascripts/vendor

@@ -17,3 +17,40 @@ def test_docs_build_strict(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     res = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # the maths is typeset by MathJax: arithmatex marks it up, and every page loads the config
+    # and the loader (docs/javascripts; the local MathJax copy is made by `make docs`)
+    page = (tmp_path / "site" / "guide" / "models" / "index.html").read_text()
+    assert '<div class="arithmatex">\\[' in page  # display maths, in MathJax's delimiters
+    for script in ("javascripts/mathjax.js", "javascripts/mathjax-loader.js"):
+        assert script in page, script
+    # the docstrings are Markdown with **Arguments:** headings, rendered as such (not Google sections)
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "<p><strong>Arguments:</strong></p>" in api
+
+
+def test_api_page_cites_public_paths_only():
+    # every `::: path` of docs/api.md is public: each step of the path is listed in its parent's
+    # `__all__` or is a subpackage (the optional nlme_ppl.backends.sbi), starting from `nlme_ppl`
+    # (e.g. nlme_ppl.models.pk_oral_1cmt, not nlme_ppl.models.pk.pk_oral_1cmt)
+    import importlib
+
+    bad = []
+    for line in (ROOT / "docs" / "api.md").read_text().splitlines():
+        if not line.startswith("::: "):
+            continue
+        path = line[4:].strip()
+        parts = path.split(".")
+        obj = importlib.import_module(parts[0])
+        for i, name in enumerate(parts[1:], start=2):
+            if name in getattr(obj, "__all__", ()):
+                obj = getattr(obj, name)
+                continue
+            try:
+                sub = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                sub = None
+            if sub is None or not hasattr(sub, "__path__"):
+                bad.append(path)
+                break
+            obj = sub
+    assert bad == [], f"docs/api.md cites non-public paths: {bad}"

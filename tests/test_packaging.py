@@ -1,0 +1,62 @@
+"""Packaging: every package the code imports is declared, and `import nlme_ppl` stays light."""
+
+import ast
+import importlib.metadata
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+PACKAGE = ROOT / "nlme_ppl"
+
+
+def _top_level_imports() -> dict[str, set[str]]:
+    """Top-level module name -> the package files importing it (all imports, in functions too)."""
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def _requirement_name(req: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_imported_package_is_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_requirement_name(r) for r in project["dependencies"]}
+    declared |= {_requirement_name(r) for r in project["optional-dependencies"]["sbi"]}
+    dists = importlib.metadata.packages_distributions()
+    stdlib = set(sys.stdlib_module_names)
+    missing = {}
+    for module, files in _top_level_imports().items():
+        if module in stdlib or module == "nlme_ppl":
+            continue
+        names = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        if not names & declared:
+            missing[module] = sorted(files)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_flowjax_has_an_upper_bound():
+    # estimators/_flow.py reads flowjax internals: a new major version must be checked first
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (req,) = [r for r in project["dependencies"] if _requirement_name(r) == "flowjax"]
+    assert "<" in req.split("#")[0], req
+
+
+def test_importing_nlme_ppl_does_not_import_matplotlib():
+    code = "import sys, nlme_ppl; print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'torch', 'sbi'}))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "[]"
