@@ -29,6 +29,7 @@ from .inference import (  # noqa: E402
     fit_nuts as fit_nuts,
 )
 from .io import read_nonmem as read_nonmem, write_nonmem as write_nonmem  # noqa: E402
+from .models import IndividualModel as IndividualModel  # noqa: E402
 from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, log_weights as log_weights, prepare_draws as prepare_draws  # noqa: E402
 from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data  # noqa: E402
 
@@ -36,6 +37,7 @@ __all__ = [
     "AmortizedPosterior",
     "Dataset",
     "Doses",
+    "IndividualModel",
     "MAPResult",
     "Simulations",
     "SurrogateDraws",
