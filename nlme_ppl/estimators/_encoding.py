@@ -35,14 +35,34 @@ DOSE_CHANNELS = 4
 
 
 def num_channels(model) -> int:
-    """Channels per row the summary network of `model` reads (1: the measurement only)."""
+    """Channels per row the summary network of `model` reads: 1 (the measurement only) for a
+    model without doses, covariates, analytes or censoring; else the channels listed in
+    [`encode`][nlme_ppl.estimators.encode]."""
     return (1 + (DOSE_CHANNELS if model.uses_doses else 0) + len(model.analytes) + len(model.covariates)
             + (1 if model.uses_censoring else 0))
 
 
 def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Summary-network inputs of every individual of `data` for an estimator of `model`:
-    `times (N, R)` float32, `values (N, R)` or `(N, R, C)` float32, `mask (N, R)` bool."""
+    """The rows an estimator of `model` reads for every individual of `data` (the encoding
+    both backends share; the sbi backend adds the gap to the previous row and the mask).
+
+    Models without doses or censoring give the plain `(times, values, mask)`. Dosing models
+    give event rows: observations and doses merged in time order (at equal times an
+    observation comes first), each row with the channels `0` the measurement (0 on dose rows),
+    `1` a dose flag, `2` log10(amount) − 2, `3` infusion duration / 24 h, `4` 1 for a dose into
+    the central compartment; then one indicator per analyte (`model.analytes`), one
+    standardised value per simulator covariate (`model.covariates`), and for censoring models
+    a last flag, 1 on a censored observation (whose measurement channel holds the limit).
+    Padded rows are zero in every channel and sort last.
+
+    **Arguments:**
+
+    - `model`: the [`IndividualModel`][nlme_ppl.IndividualModel] (checked against `data`).
+    - `data`: a [`Dataset`][nlme_ppl.Dataset] of `N` individuals.
+
+    **Returns:** `times (N, R)` float32, `values` `(N, R)` (one channel) or `(N, R, C)` float32
+    with `C = num_channels(model)`, and `mask (N, R)` bool.
+    """
     model.check_data(data)
     times = np.asarray(data.times, np.float32)
     values = np.asarray(data.values, np.float32)

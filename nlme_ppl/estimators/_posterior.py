@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -13,10 +15,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
+from ..io.serialization import ArchiveError
 from ..models import IndividualModel
-from ._config import TrainConfig, TrainingHistory
-from ._flow import build_flow, flow_log_prob_batch, flow_sample_batch
-from ._encoding import encode
+from ._config import TrainConfig
+from ._encoding import encode, num_channels
+from ._flow import build_flow
+from ._history import TrainingHistory
+from ._spline_coupling import flow_log_prob_batch, flow_sample_batch
 from ._summary import AbstractSummary, DeepSetSummary, GRUSummary, InputScaling
 
 __all__ = ["AmortizedPosterior", "build_networks"]
@@ -115,7 +120,8 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
 
 
 class AmortizedPosterior(eqx.Module):
-    """An amortized posterior q(φ | y) of an individual model, trained by [`train`][nlme_ppl.train].
+    """An amortized posterior q(φ | y) of an individual model, trained by [`train`][nlme_ppl.train]
+    (the flowjax backend). It has the [`Posterior`][nlme_ppl.estimators.Posterior] interface.
 
     **Fields:**
 
@@ -135,6 +141,9 @@ class AmortizedPosterior(eqx.Module):
     param_scale: Float[Array, " k"]
     config: TrainConfig
     history: TrainingHistory
+
+    #: the archive registry's name of this backend
+    backend = "flowjax"
 
     def __check_init__(self):
         k = self.model.num_params
@@ -232,7 +241,8 @@ class AmortizedPosterior(eqx.Module):
         return lq.astype(jnp.float64) - jnp.sum(jnp.log(self.param_scale)) - self.model.log_num_symmetries
 
     def summaries(self, data: Dataset, *, chunk_size: int | None = None) -> Float[Array, "individuals summary_dim"]:
-        """The summary network's output for every individual, shape `(N, summary_dim)` (float32)."""
+        """The summary network's output for every individual, shape `(N, summary_dim)` (float32;
+        never `None`: this estimator always has a summary network)."""
         times, values, mask = self._inputs(data)
         n = times.shape[0]
         size = self._chunk_size(chunk_size, n, 64)
@@ -245,9 +255,44 @@ class AmortizedPosterior(eqx.Module):
 
     def save(self, path: str | Path) -> None:
         """Write this estimator to one file (see [`save_posterior`][nlme_ppl.estimators.save_posterior])."""
-        from ..io.serialization import save_posterior
+        from ._archive import save_posterior
 
         save_posterior(self, path)
+
+    # ------------------------------------------------------------------ the archive
+    def _payload(self):
+        """What `leaves.eqx` stores (arrays only; the model is not stored)."""
+        return (self.summary, self.flow, self.param_loc, self.param_scale)
+
+    def to_archive(self) -> tuple[dict[str, Any], bytes]:
+        """The metadata of this estimator's file and its weights (`equinox.tree_serialise_leaves`)."""
+        buf = io.BytesIO()
+        eqx.tree_serialise_leaves(buf, self._payload())
+        meta = {"config": self.config.to_dict(), "architecture": {"num_params": self.num_params}, "history": self.history.to_dict()}
+        return meta, buf.getvalue()
+
+    @classmethod
+    def from_archive(cls, metadata: dict[str, Any], payload: bytes, model: IndividualModel) -> "AmortizedPosterior":
+        """The estimator of a file's metadata and weights, for `model` (the archive registry's loader
+        of the flowjax backend). Raises `ArchiveError` for metadata or weights that do not fit."""
+        try:
+            config = TrainConfig.from_dict(metadata["config"])
+            num_params = int(metadata["architecture"]["num_params"])
+            history = TrainingHistory.from_dict(metadata.get("history", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArchiveError(f"its metadata is incomplete or invalid ({e}); the file is corrupt.") from None
+        if num_params != model.num_params:
+            raise ArchiveError(f"it stores {num_params} parameters but the model has {model.num_params}.")
+        with _f32():
+            summary, flow = build_networks(
+                config, num_params=num_params, scaling=InputScaling(), key=jax.random.key(0), num_channels=num_channels(model)
+            )
+        like = (summary, flow, jnp.zeros(num_params, jnp.float64), jnp.zeros(num_params, jnp.float64))
+        try:
+            summary, flow, loc, scale = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+        except Exception as e:  # noqa: BLE001 - any failure here means the leaves do not fit the skeleton
+            raise ArchiveError(f"its weights do not fit the architecture in its metadata ({type(e).__name__}: {e}).") from None
+        return cls(model=model, summary=summary, flow=flow, param_loc=loc, param_scale=scale, config=config, history=history)
 
     def __repr__(self) -> str:
         h = self.history

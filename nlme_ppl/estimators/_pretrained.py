@@ -1,5 +1,6 @@
-"""The recipes of the shipped pretrained estimators (`nlme_ppl/pretrained/<name>.nlp`), and of
-`pk_oral_2cmt`, whose estimator is not shipped.
+"""The shipped pretrained estimators (`nlme_ppl/pretrained/<name>.nlp`): `pretrained(name)` loads
+one; `PRETRAINED_CONFIGS` holds their recipes, and that of `pk_oral_2cmt`, whose estimator is
+not shipped.
 
 Each entry is `(num_simulations, TrainConfig, seed)`; the estimator is reproduced by
 
@@ -11,10 +12,14 @@ Each entry is `(num_simulations, TrainConfig, seed)`; the estimator is reproduce
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.resources
 
+from ._archive import load_posterior
 from ._config import TrainConfig
+from ._posterior import AmortizedPosterior
 
-__all__ = ["PRETRAINED_CONFIGS", "train_pretrained"]
+__all__ = ["PRETRAINED_CONFIGS", "pretrained", "train_pretrained"]
 
 _FROHLICH = TrainConfig(
     summary="deepset",
@@ -106,3 +111,35 @@ def train_pretrained(name: str, out, *, loss_plot=None, progress: bool = True):
     )
     post.save(out)
     return post
+
+
+def _available() -> list[str]:
+    root = importlib.resources.files("nlme_ppl") / "pretrained"
+    return sorted(p.name[: -len(".nlp")] for p in root.iterdir() if p.name.endswith(".nlp"))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_pretrained(name: str) -> AmortizedPosterior:
+    res = importlib.resources.files("nlme_ppl") / "pretrained" / f"{name}.nlp"
+    with importlib.resources.as_file(res) as p:
+        return load_posterior(p)
+
+
+def pretrained(name: str) -> AmortizedPosterior:
+    """The pretrained estimator shipped with nlme_ppl for the built-in model `name`.
+
+    **Arguments:**
+
+    - `name`: a built-in model name, e.g. `"frohlich_simple"`.
+
+    **Returns:** an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior] (loaded once, then cached).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a string; got {type(name).__name__}.")
+    available = _available()
+    if name not in available:
+        raise ValueError(
+            f"no pretrained estimator named {name!r}; available: {available}. Train one with "
+            f"nlp.train(model, key, num_simulations=...)."
+        )
+    return _load_pretrained(name)

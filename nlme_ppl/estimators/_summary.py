@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-__all__ = ["AbstractSummary", "DeepSetSummary", "GRUSummary", "InputScaling", "to_float32"]
+__all__ = ["AbstractSummary", "DeepSetSummary", "GRUSummary", "InputScaling", "gru_states", "to_float32"]
 
 
 def to_float32(tree):
@@ -156,7 +156,7 @@ class AbstractSummary(eqx.Module):
         self, times: Float[Array, " T"], values: Float[Array, " T"], mask: Bool[Array, " T"]
     ) -> Float[Array, " summary_dim"]:
         """**Arguments:** `times`, `values`, `mask` of one individual, each `(T,)`; for dosing
-        models `values` is `(T, C)`, the event rows of `nlme_ppl.estimators._encoding`.
+        models `values` is `(T, C)`, the event rows of `nlme_ppl.estimators.encode`.
 
         **Returns:** the summary, shape `(summary_dim,)`, float32.
         """
@@ -201,23 +201,32 @@ class GRUSummary(AbstractSummary):
     def __call__(self, times, values, mask):
         _check_inputs(times, values, mask, self.num_channels)
         x, pm = _patches(self.scaling, times, values, mask, self.patch_size)
-        cell = self.cell
-        # The input projection of every step at once; the scan only does the recurrent part.
-        xi = x @ cell.weight_ih.T + cell.bias
-
-        def step(h, inp):
-            xi_t, m_t = inp
-            r_i, z_i, n_i = jnp.split(xi_t, 3)
-            r_h, z_h, n_h = jnp.split(cell.weight_hh @ h, 3)
-            r = jax.nn.sigmoid(r_i + r_h)
-            z = jax.nn.sigmoid(z_i + z_h)
-            n = jnp.tanh(n_i + r * (n_h + cell.bias_n))
-            h = jnp.where(m_t, n + z * (h - n), h)
-            return h, h
-
-        h, hs = jax.lax.scan(step, jnp.zeros(cell.hidden_size, jnp.float32), (xi, pm))
+        h, hs = gru_states(self.cell, x, pm)
         count = jnp.log1p(jnp.sum(mask).astype(jnp.float32))[None]
         return self.head(jnp.concatenate([h, _masked_mean(hs, pm), count]))
+
+
+def gru_states(cell: eqx.nn.GRUCell, x: Float[Array, "T F"], mask: Bool[Array, " T"]):
+    """`eqx.nn.GRUCell` run over the rows of `x` from a zero state, the state carried unchanged
+    through rows where `mask` is False. **Returns:** the last state and every step's state.
+
+    The same arithmetic as `cell(x_t, h)` step by step (tests/estimators/test_summary.py
+    compares them), with the input projection of every step done at once before the scan, so
+    that the scan does only the recurrent part.
+    """
+    xi = x @ cell.weight_ih.T + cell.bias
+
+    def step(h, inp):
+        xi_t, m_t = inp
+        r_i, z_i, n_i = jnp.split(xi_t, 3)
+        r_h, z_h, n_h = jnp.split(cell.weight_hh @ h, 3)
+        r = jax.nn.sigmoid(r_i + r_h)
+        z = jax.nn.sigmoid(z_i + z_h)
+        n = jnp.tanh(n_i + r * (n_h + cell.bias_n))
+        h = jnp.where(m_t, n + z * (h - n), h)
+        return h, h
+
+    return jax.lax.scan(step, jnp.zeros(cell.hidden_size, jnp.float32), (xi, mask))
 
 
 class DeepSetSummary(AbstractSummary):

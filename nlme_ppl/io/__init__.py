@@ -1,11 +1,26 @@
-"""Input and output: NONMEM-format data, estimator files (no pickle)."""
+"""Input and output: NONMEM-format data, estimator files (no pickle).
+
+`load_posterior`, `save_posterior` and `pretrained` are those of `nlme_ppl.estimators`, looked up
+when first used: the estimator-archive format (`nlme_ppl.io.serialization`) sits below the
+estimators in the layer order, and the estimators import it, so this package must not import
+them when it is itself imported.
+"""
 
 from .nonmem import read_nonmem as read_nonmem, write_nonmem as write_nonmem
+from .tables import read_table as read_table
 
-from .serialization import (
-    load_posterior as load_posterior,
-    pretrained as pretrained,
-    save_posterior as save_posterior,
-)
+__all__ = ["load_posterior", "pretrained", "read_nonmem", "read_table", "save_posterior", "write_nonmem"]
 
-__all__ = ["load_posterior", "pretrained", "read_nonmem", "save_posterior", "write_nonmem"]
+_FROM_ESTIMATORS = ("load_posterior", "pretrained", "save_posterior")
+
+
+def __getattr__(name: str):
+    if name in _FROM_ESTIMATORS:
+        from .. import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

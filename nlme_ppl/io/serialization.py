@@ -1,97 +1,146 @@
-"""Estimator files: one zip archive with `metadata.json` and the weights. Never pickle.
+"""The estimator archive: one zip file with `metadata.json` and the weights. Never pickle.
 
-- `metadata.json`: format name and version, nlme_ppl version, the backend, model name and
-  fingerprint, parameter names, training prior, the configuration (to rebuild the network
-  skeleton), the training history, and the SHA-256 of the weights.
-- the weights: `leaves.eqx` for the flowjax backend, written by `equinox.tree_serialise_leaves`
-  (NumPy `.npy` records of numeric arrays; loaded with pickling disabled); `weights.pt` for the
-  sbi backend, `torch.save` of the state dict (tensors only; loaded with
-  `torch.load(weights_only=True)`).
+This module knows the file format only, not the estimators: the zip layout, the format name
+and version, the SHA-256 of the weights, the atomic write, and a registry from a backend's name
+to the code that rebuilds its estimators. It imports nothing of nlme_ppl above `_version`.
+
+- `metadata.json`: format name and version, nlme_ppl version, the backend, and what the
+  estimator gives (`to_archive`): the model's name and fingerprint, parameter names, training
+  prior, the configuration, the architecture, the training history. Plus the SHA-256 of the
+  weights.
+- the weights, one member named by the backend: `leaves.eqx` for the flowjax backend
+  (`equinox.tree_serialise_leaves`, NumPy `.npy` records of numeric arrays), `weights.pt` for
+  the sbi backend (`torch.save` of the state dict, read with `torch.load(weights_only=True)`).
+
+**The backend registry.** A backend registers a loader `(metadata, payload, model) -> posterior`
+and a trainer `(model, key, **options) -> posterior` under its name with
+`register_backend`. The backends nlme_ppl ships
+are known here by module path only (`BUILTIN_BACKENDS`): the module is imported the first time
+its backend is asked for, and registers itself then. That is how loading an sbi file, or
+`nlp.train(..., backend="sbi")`, reaches `nlme_ppl.backends.sbi` (and torch) without any other
+module importing it.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.resources
-import io
+import importlib
 import json
 import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
+from .._version import __version__
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_posterior", "pretrained", "save_posterior"]
+__all__ = [
+    "BUILTIN_BACKENDS", "FORMAT_NAME", "FORMAT_VERSION", "ArchiveError", "Backend", "backend_names", "get_backend",
+    "read_archive", "refuse", "register_backend", "write_archive",
+]
 
 FORMAT_NAME = "nlme_ppl.AmortizedPosterior"
 FORMAT_VERSION = 1
 _SUPPORTED_VERSIONS = (1,)
-_META, _LEAVES = "metadata.json", "leaves.eqx"
-_PAYLOAD = {"flowjax": _LEAVES, "sbi": "weights.pt"}  # the weights file of each backend
+_META = "metadata.json"
+
+#: The backends shipped with nlme_ppl: name -> (the archive member of the weights, the module that
+#: registers the backend when imported).
+BUILTIN_BACKENDS: dict[str, tuple[str, str]] = {
+    "flowjax": ("leaves.eqx", "nlme_ppl.estimators"),
+    "sbi": ("weights.pt", "nlme_ppl.backends.sbi"),
+}
 
 
-def _payload(post):
-    """The part of a posterior stored in `leaves.eqx` (arrays only; the model is not stored)."""
-    return (post.summary, post.flow, post.param_loc, post.param_scale)
+class ArchiveError(ValueError):
+    """An estimator file that cannot be loaded; the message says why."""
 
 
-def _leaves_bytes(post) -> bytes:
-    buf = io.BytesIO()
-    eqx.tree_serialise_leaves(buf, _payload(post))
-    return buf.getvalue()
+class Backend(NamedTuple):
+    """A registered backend: its name, the archive member of its weights, its loader
+    `(metadata, payload, model) -> posterior` and its trainer `(model, key, **options) -> posterior`."""
+
+    name: str
+    payload: str
+    loader: Callable[[dict[str, Any], bytes, Any], Any]
+    trainer: Callable[..., Any] | None = None
 
 
-def save_posterior(post, path: str | Path) -> None:
-    """Write `post` (an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior]) to `path`.
+_REGISTRY: dict[str, Backend] = {}
 
-    The write is atomic: a temporary file in the same directory is renamed over `path`, so
-    an interrupted save never leaves a half-written estimator. The conventional suffix is
-    `.nlp`.
 
-    **Arguments:**
+def register_backend(name: str, *, loader: Callable, trainer: Callable | None = None, payload: str | None = None) -> None:
+    """Register (or replace) backend `name`: its estimators are rebuilt by
+    `loader(metadata, payload_bytes, model)` (which raises
+    `ArchiveError` for weights that do not fit),
+    trained by `trainer(model, key, **options)`, and stored with their weights in the archive
+    member `payload` (default, for a built-in backend: its member in `BUILTIN_BACKENDS`)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a backend name must be a non-empty string; got {name!r}.")
+    if payload is None and name in BUILTIN_BACKENDS:
+        payload = BUILTIN_BACKENDS[name][0]
+    if payload == _META or not isinstance(payload, str) or not payload:
+        raise ValueError(f"backend {name!r}: `payload` must name an archive member other than {_META}; got {payload!r}.")
+    if not callable(loader) or (trainer is not None and not callable(trainer)):
+        raise TypeError(f"backend {name!r}: `loader` and `trainer` must be callables.")
+    _REGISTRY[name] = Backend(name, payload, loader, trainer)
 
-    - `post`: the trained posterior.
-    - `path`: the file to write (its directory must exist).
+
+def backend_names() -> list[str]:
+    """The names of the known backends (registered or built in)."""
+    return sorted(set(_REGISTRY) | set(BUILTIN_BACKENDS))
+
+
+def _payload_name(backend: str) -> str | None:
+    if backend in _REGISTRY:
+        return _REGISTRY[backend].payload
+    return BUILTIN_BACKENDS[backend][0] if backend in BUILTIN_BACKENDS else None
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend `name`; a built-in one is imported (and so registered) on first use.
+    Raises `ValueError` for an unknown name, and the backend's `ImportError` if its extra is missing."""
+    if name not in _REGISTRY and name in BUILTIN_BACKENDS:
+        importlib.import_module(BUILTIN_BACKENDS[name][1])
+    if name not in _REGISTRY:
+        if name in BUILTIN_BACKENDS:
+            raise RuntimeError(f"importing {BUILTIN_BACKENDS[name][1]} did not register backend {name!r}.")
+        raise ValueError(f"unknown backend {name!r}; known: {backend_names()}.")
+    return _REGISTRY[name]
+
+
+# ---------------------------------------------------------------------- writing
+
+
+def write_archive(path: str | Path, *, backend: str, metadata: dict[str, Any], payload: bytes) -> None:
+    """Write an estimator file: `metadata` (JSON-able) plus the format fields, and the weights
+    `payload` in the member of `backend`.
+
+    The write is atomic: a temporary file in the same directory is renamed over `path`, so an
+    interrupted save never leaves a half-written estimator.
     """
-    from .._version import __version__
-    from ..estimators._posterior import AmortizedPosterior
-
-    backend = getattr(post, "backend", None) if not isinstance(post, AmortizedPosterior) else "flowjax"
-    if backend not in _PAYLOAD:
-        raise TypeError(f"expected an AmortizedPosterior or SbiPosterior (from nlp.train); got {type(post).__name__}.")
+    member = _payload_name(backend)
+    if member is None:
+        raise ValueError(f"unknown backend {backend!r}; known: {backend_names()}.")
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist; create it first.")
-    leaves = _leaves_bytes(post) if backend == "flowjax" else post._weights()
-    model = post.model
     meta = {
+        **metadata,
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "nlme_ppl_version": __version__,
         "backend": backend,
-        "model": {
-            "name": model.name,
-            "fingerprint": model.fingerprint(),
-            "param_names": list(model.param_names),
-            "prior": model.prior_spec(),
-        },
-        "config": post.config.to_dict(),
-        "architecture": {"num_params": model.num_params} if backend == "flowjax" else post._architecture(),
-        "history": post.history.to_dict() if backend == "flowjax" else post.history,
-        "leaves_sha256": hashlib.sha256(leaves).hexdigest(),
+        "leaves_sha256": hashlib.sha256(payload).hexdigest(),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr(_META, json.dumps(meta, indent=2, sort_keys=True))
-                zf.writestr(_PAYLOAD[backend], leaves)
+                zf.writestr(member, payload)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -104,175 +153,53 @@ def save_posterior(post, path: str | Path) -> None:
         raise
 
 
-def _refuse(path, reason: str):
-    raise ValueError(f"cannot load estimator {str(path)!r}: {reason}")
+# ---------------------------------------------------------------------- reading
 
 
-def _read_archive(path: Path) -> tuple[dict[str, Any], bytes]:
+def refuse(path, reason: str) -> NoReturn:
+    """Raise the `ArchiveError` `cannot load estimator <path>: <reason>`."""
+    raise ArchiveError(f"cannot load estimator {str(path)!r}: {reason}")
+
+
+def read_archive(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    """The metadata and the weights of an estimator file, checked: a zip archive of this format,
+    a supported version, a known backend, and weights that match their SHA-256.
+
+    **Returns:** `(metadata, payload)`. Refused with an
+    `ArchiveError` (a `ValueError`) saying why.
+    """
+    path = Path(path)
     not_ours = "it is not a nlme_ppl estimator file (expected a .nlp zip archive written by post.save)"
     if not zipfile.is_zipfile(path):
-        _refuse(path, f"{not_ours}; it is not a zip archive, or it is truncated.")
+        refuse(path, f"{not_ours}; it is not a zip archive, or it is truncated.")
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
             if _META not in names:
-                _refuse(path, f"{not_ours}; it holds {sorted(names)}, not {_META}.")
-            meta_bytes = zf.read(_META)
+                refuse(path, f"{not_ours}; it holds {sorted(names)}, not {_META}.")
             try:
-                meta = json.loads(meta_bytes.decode("utf-8"))
+                meta = json.loads(zf.read(_META).decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                _refuse(path, f"its {_META} is not valid JSON ({e}); the file is corrupt.")
+                refuse(path, f"its {_META} is not valid JSON ({e}); the file is corrupt.")
             if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-                _refuse(path, f"{not_ours}; its metadata names format {meta.get('format') if isinstance(meta, dict) else None!r}.")
-            backend = meta.get("backend", "flowjax")
-            if backend not in _PAYLOAD:
-                _refuse(path, f"its backend {backend!r} is not one this nlme_ppl knows ({sorted(_PAYLOAD)}); upgrade nlme_ppl.")
-            if _PAYLOAD[backend] not in names:
-                _refuse(path, f"{not_ours}; it holds {sorted(names)}, not {_META} and {_PAYLOAD[backend]}.")
-            leaves = zf.read(_PAYLOAD[backend])
+                refuse(path, f"{not_ours}; its metadata names format {meta.get('format') if isinstance(meta, dict) else None!r}.")
+            backend = meta.setdefault("backend", "flowjax")  # files before the sbi backend name none
+            member = _payload_name(backend) if isinstance(backend, str) else None
+            if member is None:
+                refuse(path, f"its backend {backend!r} is not one this nlme_ppl knows ({backend_names()}); upgrade nlme_ppl.")
+            if member not in names:
+                refuse(path, f"{not_ours}; it holds {sorted(names)}, not {_META} and {member}.")
+            payload = zf.read(member)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as e:
-        _refuse(path, f"the file is corrupt ({e}); save or download it again.")
+        refuse(path, f"the file is corrupt ({e}); save or download it again.")
     version = meta.get("format_version")
     if version not in _SUPPORTED_VERSIONS:
-        _refuse(
+        refuse(
             path,
             f"its format version {version!r} is not supported by this nlme_ppl (which reads versions "
             f"{list(_SUPPORTED_VERSIONS)}; the file was written by nlme_ppl {meta.get('nlme_ppl_version')!r}). "
             "Upgrade nlme_ppl or retrain the estimator.",
         )
-    if hashlib.sha256(leaves).hexdigest() != meta.get("leaves_sha256"):
-        _refuse(path, f"checksum mismatch: {_PAYLOAD[backend]} does not match the SHA-256 in {_META}; the file is corrupt.")
-    return meta, leaves
-
-
-def _check_model(path, meta: dict, model) -> None:
-    stored = meta["model"]
-    trained_for = f"{stored['name']!r} (fingerprint {stored['fingerprint']}, parameters {tuple(stored['param_names'])})"
-    if tuple(stored["param_names"]) != tuple(model.param_names):
-        _refuse(
-            path,
-            f"it was trained for model {trained_for}, but the model given has parameters {model.param_names}. "
-            "Load it with the matching model, or retrain for this one (nlp.train).",
-        )
-    if stored["fingerprint"] != model.fingerprint():
-        _refuse(
-            path,
-            f"it was trained for model {trained_for}, but the model given ({model.name!r}) has fingerprint "
-            f"{model.fingerprint()}: its prior, design or observed site differ. Load it with the matching "
-            "model, or retrain for this one (nlp.train).",
-        )
-
-
-def load_posterior(path: str | Path, *, model=None):
-    """Load an estimator written by [`save_posterior`][nlme_ppl.estimators.save_posterior].
-
-    **Arguments:**
-
-    - `path`: the `.nlp` file.
-    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] it was trained for.
-      Default: the built-in model of the stored name (`nlp.models.get(name)`).
-
-    **Returns:** an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior], or for a file of the
-    sbi backend an [`SbiPosterior`][nlme_ppl.backends.sbi.SbiPosterior] (which needs the
-    `[sbi]` extra).
-
-    Refused with a `ValueError` saying why: not an estimator file, corrupt or truncated,
-    checksum mismatch, unsupported format version, or a model that does not match the one it
-    was trained for (different fingerprint or parameter names).
-    """
-    from ..estimators._config import TrainConfig, TrainingHistory
-    from ..estimators._posterior import AmortizedPosterior, build_networks
-    from ..estimators._encoding import num_channels
-    from ..estimators._summary import InputScaling
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no estimator file at {str(path)!r}.")
-    meta, leaves = _read_archive(path)
-    if meta.get("backend", "flowjax") == "sbi":
-        return _load_sbi(path, meta, leaves, model)
-    try:
-        _ = meta["model"]["name"]  # required
-        config = TrainConfig.from_dict(meta["config"])
-        num_params = int(meta["architecture"]["num_params"])
-        history = TrainingHistory.from_dict(meta.get("history", {}))
-    except (KeyError, TypeError, ValueError) as e:
-        _refuse(path, f"its metadata is incomplete or invalid ({e}); the file is corrupt.")
-    model = _model_for(path, meta, model)
-    _check_model(path, meta, model)
-    if num_params != model.num_params:
-        _refuse(path, f"it stores {num_params} parameters but the model has {model.num_params}.")
-    with jax.enable_x64(False):
-        summary, flow = build_networks(
-            config, num_params=num_params, scaling=InputScaling(), key=jax.random.key(0), num_channels=num_channels(model)
-        )
-    like = (summary, flow, jnp.zeros(num_params, jnp.float64), jnp.zeros(num_params, jnp.float64))
-    try:
-        summary, flow, loc, scale = eqx.tree_deserialise_leaves(io.BytesIO(leaves), like)
-    except Exception as e:  # noqa: BLE001 - any failure here means the leaves do not fit the skeleton
-        _refuse(path, f"its weights do not fit the architecture in its metadata ({type(e).__name__}: {e}).")
-    return AmortizedPosterior(
-        model=model, summary=summary, flow=flow, param_loc=loc, param_scale=scale, config=config, history=history
-    )
-
-
-def _model_for(path, meta: dict, model):
-    """The model an estimator file is loaded for: `model`, or the built-in one of its stored name."""
-    from ..models import IndividualModel, get
-
-    name = meta["model"]["name"]
-    if model is None:
-        try:
-            return get(name)
-        except ValueError:
-            _refuse(path, f"it was trained for model {name!r}, which is not a built-in model; pass the model: "
-                          "load_posterior(path, model=...).")
-    if not isinstance(model, IndividualModel):
-        raise TypeError(f"`model` must be an IndividualModel; got {type(model).__name__}.")
-    return model
-
-
-def _load_sbi(path, meta: dict, weights: bytes, model):
-    from ..backends.sbi._posterior import load_weights  # imports torch: only for sbi files
-
-    try:
-        model = _model_for(path, meta, model)
-    except KeyError as e:
-        _refuse(path, f"its metadata is incomplete or invalid ({e}); the file is corrupt.")
-    _check_model(path, meta, model)
-    try:
-        return load_weights(meta, weights, model)
-    except Exception as e:  # noqa: BLE001 - any failure here means the weights do not fit the architecture
-        _refuse(path, f"its weights do not fit the architecture in its metadata ({type(e).__name__}: {e}).")
-
-
-def _available() -> list[str]:
-    root = importlib.resources.files("nlme_ppl") / "pretrained"
-    return sorted(p.name[: -len(".nlp")] for p in root.iterdir() if p.name.endswith(".nlp"))
-
-
-@functools.lru_cache(maxsize=8)
-def _load_pretrained(name: str):
-    res = importlib.resources.files("nlme_ppl") / "pretrained" / f"{name}.nlp"
-    with importlib.resources.as_file(res) as p:
-        return load_posterior(p)
-
-
-def pretrained(name: str):
-    """The pretrained estimator shipped with nlme_ppl for the built-in model `name`.
-
-    **Arguments:**
-
-    - `name`: a built-in model name, e.g. `"frohlich_simple"`.
-
-    **Returns:** an [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior] (loaded once, then cached).
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a string; got {type(name).__name__}.")
-    available = _available()
-    if name not in available:
-        raise ValueError(
-            f"no pretrained estimator named {name!r}; available: {available}. Train one with "
-            f"nlp.train(model, key, num_simulations=...)."
-        )
-    return _load_pretrained(name)
+    if hashlib.sha256(payload).hexdigest() != meta.get("leaves_sha256"):
+        refuse(path, f"checksum mismatch: {member} does not match the SHA-256 in {_META}; the file is corrupt.")
+    return meta, payload

@@ -1,8 +1,12 @@
 """The sbi backend is optional: importing nlme_ppl never imports torch, and without torch the
 backend says how to install it."""
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 _BLOCK_TORCH = """
 import sys
@@ -39,3 +43,15 @@ for call in (lambda: __import__('nlme_ppl.backends.sbi'),
     res = _run(code)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["refused", "refused"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the [sbi] extra is not installed")
+def test_an_sbi_file_reaches_the_backend_through_the_registry_only():
+    # nothing imports nlme_ppl.backends.sbi until the archive registry needs its loader
+    path = Path(__file__).parent / "sbi" / "data" / "pk_oral_1cmt_sbi_100k.nlp"
+    res = _run("import sys, nlme_ppl as nlp\n"
+               "assert not [m for m in sys.modules if m.startswith('nlme_ppl.backends.sbi') or m.split('.')[0] == 'torch']\n"
+               f"post = nlp.load_posterior({str(path)!r})\n"
+               "print(type(post).__name__, 'nlme_ppl.backends.sbi' in sys.modules)")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["SbiPosterior", "True"]

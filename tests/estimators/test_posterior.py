@@ -13,7 +13,8 @@ import pytest
 import nlme_ppl as nlp
 from nlme_ppl.estimators import AmortizedPosterior, TrainConfig
 from nlme_ppl.estimators import _posterior
-from nlme_ppl.estimators._flow import _fast_coupling, build_flow, flow_log_prob_batch, flow_sample_batch
+from nlme_ppl.estimators._flow import build_flow
+from nlme_ppl.estimators._spline_coupling import _fast_coupling, flow_log_prob_batch, flow_sample_batch
 
 from ._helpers import SIGMA, SMALL, TIMES, linear_model, some_data, untrained_posterior
 
@@ -252,12 +253,20 @@ def test_flow_batch_functions_match_flowjax(dim, nn_depth, kind):
     np.testing.assert_allclose(lp64[:, :50], base - log_det64, rtol=1e-8, atol=1e-8)
 
 
-def test_one_compiled_kernel_for_every_chunk(post):
-    """Every chunk, the padded last one included, reuses one compiled sampling kernel."""
-    cached = getattr(_posterior._sample_chunk, "_cached", None)
-    if not hasattr(cached, "_cache_size"):
-        pytest.skip("this equinox/jax does not expose the jit cache size")
-    post.sample(some_data(6), jax.random.key(0), num_draws=7, chunk_size=4)
-    before = cached._cache_size()
+def test_one_compiled_kernel_for_every_chunk(post, monkeypatch):
+    """Every chunk, the padded last one included, reuses one compiled sampling kernel: the
+    kernel's Python body (which runs only when JAX traces it) runs again only for a new shape."""
+    traced = []
+    real = _posterior.flow_sample_batch
+
+    def counting(flow, u, s):
+        traced.append(u.shape)
+        return real(flow, u, s)
+
+    monkeypatch.setattr(_posterior, "flow_sample_batch", counting)
+    post.sample(some_data(6), jax.random.key(0), num_draws=7, chunk_size=4)  # compiles (or reuses) the kernel
+    traced.clear()
     post.sample(some_data(11), jax.random.key(1), num_draws=7, chunk_size=4)  # 3 chunks, the last padded
-    assert cached._cache_size() == before
+    assert traced == []
+    post.sample(some_data(3), jax.random.key(1), num_draws=5, chunk_size=4)  # a new shape: traced once
+    assert len(traced) == 1 and traced[0][1] == 5

@@ -108,3 +108,26 @@ def test_scaling_fit_uses_observed_entries_only():
         InputScaling.fit(t, y, np.zeros_like(m))
     with pytest.raises(ValueError, match="positive"):
         InputScaling(time_scale=0.0)
+
+
+def test_gru_step_matches_equinox_gru_cell():
+    """The GRU summary's hand-written recurrence (`gru_states`: the input projection of every step
+    at once, then a scan) equals `eqx.nn.GRUCell` applied step by step with the same weights, to
+    float32 rounding (rtol 1e-5, atol 1e-6; `n + z (h - n)` and equinox's `(1 - z) n + z h`
+    round differently), masked steps carrying the state unchanged."""
+    from nlme_ppl.estimators._summary import gru_states
+
+    with jax.enable_x64(False):
+        cell = GRUSummary(jax.random.key(3), summary_dim=5, hidden_size=8, patch_size=2, scaling=SCALING).cell
+        assert float(jnp.abs(cell.bias_n).max()) > 0  # every weight is in play
+        x = 2.0 * jax.random.normal(jax.random.key(4), (9, cell.input_size), jnp.float32)
+        mask = np.array([True, True, False, True, True, True, False, False, True])
+        h_last, hs = eqx.filter_jit(gru_states)(cell, x, jnp.asarray(mask))
+        h, ref = jnp.zeros(cell.hidden_size, jnp.float32), []
+        for t in range(len(mask)):
+            if mask[t]:
+                h = cell(x[t], h)
+            ref.append(h)
+    np.testing.assert_allclose(np.asarray(hs), np.stack(ref), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(h_last), np.asarray(hs[-1]))
+    assert np.asarray(hs).dtype == np.float32 and not np.allclose(ref[0], ref[-1])

@@ -198,7 +198,7 @@ def test_pretrained_frohlich_simple_loads():
 
 def test_every_shipped_estimator_loads_for_its_model_and_has_a_recipe():
     from nlme_ppl.estimators import PRETRAINED_CONFIGS
-    from nlme_ppl.io.serialization import _available
+    from nlme_ppl.estimators._pretrained import _available
 
     names = _available()
     assert {"frohlich_simple", "pk_oral_1cmt"} <= set(names)
@@ -227,3 +227,81 @@ def test_every_shipped_estimator_passes_sbc(name):
     post = pretrained(name)
     result = sbc(post, post.model, jax.random.key(0), num_simulations=500, num_draws=100)
     assert all(result.passed.values()), result.table()
+
+
+# ---------------------------------------------------------------- the archive and its backend registry
+class _ToyPosterior:
+    """A posterior of a backend registered by a test: the archive needs nothing of it but the protocol."""
+
+    backend = "toy_test_backend"
+
+    def __init__(self, model, weights: bytes, config=None):
+        self.model, self.weights, self.config = model, weights, config or {"width": 3}
+
+    param_names = property(lambda self: self.model.param_names)
+
+    def sample(self, data, key, *, num_draws):
+        return np.zeros((data.num_individuals, num_draws, self.model.num_params))
+
+    def log_prob(self, data, params):
+        return np.zeros(np.shape(params)[:2])
+
+    def summaries(self, data):
+        return None
+
+    def save(self, path):
+        save_posterior(self, path)
+
+    def to_archive(self):
+        return {"config": self.config}, self.weights
+
+    @classmethod
+    def from_archive(cls, metadata, payload, model):
+        from nlme_ppl.io.serialization import ArchiveError
+
+        if payload == b"bad":
+            raise ArchiveError("its weights do not fit the architecture in its metadata (toy).")
+        return cls(model, payload, metadata["config"])
+
+
+def test_a_registered_backend_round_trips_through_the_archive(tmp_path):
+    from nlme_ppl.io.serialization import backend_names, get_backend, register_backend
+
+    register_backend("toy_test_backend", payload="toy.bin", loader=_ToyPosterior.from_archive)
+    assert "toy_test_backend" in backend_names() and get_backend("toy_test_backend").payload == "toy.bin"
+    post = _ToyPosterior(linear_model(), b"\x00\x01weights")
+    assert isinstance(post, nlp.estimators.Posterior)
+    post.save(tmp_path / "toy.nlp")
+    with zipfile.ZipFile(tmp_path / "toy.nlp") as zf:
+        assert sorted(zf.namelist()) == ["metadata.json", "toy.bin"]
+        meta = json.loads(zf.read("metadata.json"))
+    assert meta["backend"] == "toy_test_backend" and meta["model"]["name"] == "linear_test"
+    back = load_posterior(tmp_path / "toy.nlp", model=linear_model())
+    assert isinstance(back, _ToyPosterior) and back.weights == post.weights and back.config == {"width": 3}
+    _ToyPosterior(linear_model(), b"bad").save(tmp_path / "bad.nlp")
+    with pytest.raises(ValueError, match=r"cannot load estimator .*: its weights do not fit.*\(toy\)"):
+        load_posterior(tmp_path / "bad.nlp", model=linear_model())
+
+
+def test_unknown_backends_are_refused(saved, tmp_path):
+    from nlme_ppl.io.serialization import get_backend
+
+    bad = _rewrite(saved, tmp_path / "future.nlp", meta=lambda m: {**m, "backend": "quantum"})
+    with pytest.raises(ValueError, match="backend 'quantum' is not one this nlme_ppl knows"):
+        load_posterior(bad, model=linear_model())
+    with pytest.raises(ValueError, match="unknown backend 'quantum'"):
+        get_backend("quantum")
+    with pytest.raises(ValueError, match=r"`backend` must be one of \[.*'flowjax'.*'sbi'"):
+        nlp.train(linear_model(), jax.random.key(0), num_simulations=10, backend="quantum")
+
+
+def test_the_archive_module_imports_no_estimator():
+    import ast
+
+    import nlme_ppl.io.serialization as ser
+
+    nodes = list(ast.walk(ast.parse(Path(ser.__file__).read_text())))  # in functions too
+    relative = {"." * n.level + (n.module or "") for n in nodes if isinstance(n, ast.ImportFrom) and n.level}
+    absolute = {n.module for n in nodes if isinstance(n, ast.ImportFrom) and not n.level} | {
+        a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    assert relative == {".._version"} and not any(m.startswith("nlme_ppl") for m in absolute)

@@ -2,6 +2,7 @@
 without pickle, refusals, and fit_map / diagnostics taking it unchanged."""
 
 import zipfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -23,13 +24,16 @@ def trained():
 
 
 def test_training_history_and_schedule(trained):
-    from nlme_ppl.backends.sbi._posterior import _lr_factor
+    from nlme_ppl.backends.sbi._train import _lr_factor
 
     _, sims, post = trained
     h = post.history
-    assert h["epochs"] == 3 and len(h["training_loss"]) == len(h["validation_loss"]) == 3
-    assert h["best_validation_loss"] == min(h["validation_loss"]) < h["validation_loss"][0]
-    assert h["num_simulations"] == len(sims)
+    assert isinstance(h, nlp.estimators.TrainingHistory)  # the one type of both backends
+    assert h.epochs == 3 and len(h.train_loss) == len(h.val_loss) == 3
+    assert h.best_val_loss == min(h.val_loss) < h.val_loss[0] and h.best_epoch == int(np.argmin(h.val_loss))
+    assert h.num_simulations == h.num_train + h.num_val == len(sims) and h.num_val == max(1, round(0.1 * len(sims)))
+    with pytest.warns(DeprecationWarning, match=r"use history\.epochs"):
+        assert h["epochs"] == 3  # the former dict keys, deprecated
     f = _lr_factor(SbiConfig(max_epochs=10, final_lr_fraction=0.05), steps_per_epoch=20)  # as optax's warm-up cosine
     assert f(0) == pytest.approx(0.1) and f(20) == pytest.approx(1.0) and f(200) == pytest.approx(0.05)
     assert f(110) == pytest.approx(0.05 + 0.95 * 0.5)  # half-way through the decay
@@ -42,7 +46,7 @@ def test_training_history_and_schedule(trained):
 
 def test_interface_shapes_and_seeds(trained):
     m, sims, post = trained
-    assert isinstance(post, SbiPosterior) and post.param_names == m.param_names and post.history["epochs"] == 3
+    assert isinstance(post, SbiPosterior) and post.param_names == m.param_names and post.history.epochs == 3
     d = sims.data.subset(np.arange(7))
     a = np.asarray(post.sample(d, jax.random.key(2), num_draws=40))
     assert a.shape == (7, 40, 4) and a.dtype == np.float64 and np.isfinite(a).all()
@@ -90,3 +94,25 @@ def test_fit_map_and_diagnostics_take_it(trained):
     assert all(np.isfinite(v) for v in fit.params.values())
     res = nlp.diagnostics.sbc(post, m, jax.random.key(6), num_simulations=30, num_draws=20)
     assert set(res.passed) == set(m.param_names)
+
+
+def test_it_is_a_posterior(trained):
+    from tests.estimators.test_protocol import MEMBERS
+
+    m, sims, post = trained
+    assert isinstance(post, nlp.estimators.Posterior) and post.backend == "sbi"
+    assert [name for name in sorted(MEMBERS) if not hasattr(post, name)] == []
+    assert post.summaries(sims.data.subset(np.arange(3))) is not None
+    meta, payload = post.to_archive()
+    back = SbiPosterior.from_archive(meta, payload, m)
+    d = sims.data.subset(np.arange(4))
+    np.testing.assert_array_equal(np.asarray(back.log_prob(d, post.sample(d, jax.random.key(0), num_draws=3))),
+                                  np.asarray(post.log_prob(d, post.sample(d, jax.random.key(0), num_draws=3))))
+
+
+def test_a_file_with_the_former_history_dict_loads():
+    """The kept estimator was written when the sbi history was a dict (100,000 simulations, 45 epochs)."""
+    post = nlp.load_posterior(Path(__file__).parent / "data" / "pk_oral_1cmt_sbi_100k.nlp")
+    h = post.history
+    assert isinstance(h, nlp.estimators.TrainingHistory) and h.epochs == 45 and (h.num_train, h.num_val) == (90_000, 10_000)
+    assert h.best_val_loss == min(h.val_loss) and h.train_seconds > 0
