@@ -62,3 +62,43 @@ def positive_int(value, *, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
     return int(value)
+
+
+def normalise_ids(ids, n: int) -> tuple[str, ...]:
+    """`n` unique individual ids as strings (default `"1"` … `"n"`)."""
+    if ids is None:
+        return tuple(str(i + 1) for i in range(n))
+    ids = tuple(str(i) for i in ids)
+    if len(ids) != n:
+        raise ValueError(f"expected {n} ids, one per individual; got {len(ids)}.")
+    if len(set(ids)) != n:
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"individual ids must be unique; {dup!r} appears more than once.")
+    return ids
+
+
+def check_observations(times: np.ndarray, values: np.ndarray, mask: np.ndarray, *, ids=None) -> None:
+    """Observed values and times finite, times sorted within each individual, and every
+    individual observed at least once."""
+    check_finite(values, mask, name="values", ids=ids)
+    check_finite(times, mask, name="times", ids=ids)
+    check_sorted(times, mask, ids=ids)
+    empty = np.flatnonzero(~mask.any(axis=1))
+    if empty.size:
+        raise ValueError(f"{individual_label(ids, int(empty[0]))} has no observations; remove it from the data.")
+
+
+def check_covariates(covariates, n: int, *, ids=None) -> dict[str, np.ndarray]:
+    """Per-individual covariates: each a finite float array of shape `(n,)`.
+
+    **Returns:** a new dict, name -> float64 `(n,)` array."""
+    out = {}
+    for name, c in (covariates or {}).items():
+        c = as_float_array(c, name=f"covariates[{name!r}]")
+        if c.shape != (n,):
+            raise ValueError(f"covariate {name!r} must have {n} values, one per individual; got shape {c.shape}.")
+        if not np.isfinite(c).all():
+            i = int(np.flatnonzero(~np.isfinite(c))[0])
+            raise ValueError(f"covariate {name!r} is not finite for {individual_label(ids, i)}; fill it in.")
+        out[name] = c
+    return out

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--num-chains", type=int, default=4)
     d.add_argument("--seed", type=int, default=0)
 
-    f = sub.add_parser("fit", help="fit a population model to a NONMEM-format CSV or a long CSV (ID, TIME, DV)")
+    f = sub.add_parser("fit", help="fit a population model to a NONMEM-format CSV (or a plain long CSV: ID, TIME, DV)")
     f.add_argument("--model", required=True, help="built-in model name, e.g. frohlich_simple")
     f.add_argument("--data", required=True, help="NONMEM-format CSV (ID, TIME, DV, AMT, EVID, MDV, CMT, ...) or a CSV with columns ID, TIME, DV")
     f.add_argument("--covariance", choices=("diag", "full"), default="diag")
@@ -67,16 +67,6 @@ def _demo(args) -> int:
     return 0
 
 
-def _read_data(path):
-    """A NONMEM-format file (it has an AMT or EVID column) or a long table ID, TIME, DV."""
-    import pandas as pd
-
-    import nlme_ppl as nlp
-
-    columns = {str(c).strip().upper() for c in pd.read_csv(path, nrows=0).columns}
-    return nlp.read_nonmem(path) if columns & {"AMT", "EVID"} else nlp.Dataset.from_csv(path)
-
-
 def _fit(args) -> int:
     if args.method == "nuts":
         _set_devices(args.num_chains)
@@ -87,7 +77,7 @@ def _fit(args) -> int:
 
     model = nlp.models.get(args.model)
     post = nlp.load_posterior(args.estimator, model=model) if args.estimator else nlp.pretrained(args.model)
-    data = _read_data(args.data)
+    data = nlp.read_nonmem(args.data)
     fixed = tuple(s.strip() for s in args.fixed.split(",") if s.strip())
     population = nlp.populations.gaussian(model, covariance=args.covariance, fixed=fixed)
     out = Path(args.out)
@@ -156,6 +146,19 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"nlme-ppl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except (RuntimeError, FloatingPointError) as e:  # a fit or a training run that went wrong numerically
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"nlme-ppl {args.command}: {type(e).__name__}: {message} {_WHAT_TO_DO[args.command]}", file=sys.stderr)
+        return 1
+
+
+#: What to try when a command fails with a RuntimeError or FloatingPointError.
+_WHAT_TO_DO = {
+    "fit": "What to do: check that the data's units and times suit the model, give the parameters without a "
+    "random effect with --fixed, or try more --num-starts and --num-draws.",
+    "train": "What to do: check the model's simulator and training prior, or try another --seed.",
+    "demo": "What to do: rerun with another --seed, and report it if it fails again.",
+}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""`Dataset`: padded per-individual observations with a mask, ids and covariates."""
+"""`Dataset`: padded per-individual observations with a mask, ids and covariates.
+
+The container only: tables and NONMEM files are read in `nlme_ppl.io`, and simulator
+designs become a `Dataset` in `nlme_ppl.simulation` (`dataset_from_designs`)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Bool, Float, Int
 
-from ._validate import as_float_array, check_finite, check_sorted, individual_label
+from ._validate import as_float_array, check_covariates, check_finite, check_observations, individual_label, normalise_ids
 
 __all__ = ["Dataset", "Doses"]
 
@@ -109,22 +112,6 @@ class Doses(eqx.Module):
         """The per-individual design entries a dosing simulator reads."""
         return {"dose_times": self.times, "dose_amounts": self.amounts, "dose_rates": self.rates,
                 "dose_cmt": self.cmt, "dose_mask": self.mask}
-
-
-def censored_in(designs, values) -> np.ndarray | None:
-    """Which simulated `values` a censoring simulator recorded at their limit (`values <= lloq`
-    where observed), or `None` when the `designs` have no `lloq`."""
-    if "lloq" not in designs:
-        return None
-    return np.asarray(designs["mask"], bool) & (np.asarray(values) <= np.asarray(designs["lloq"]))
-
-
-def obs_cmt_in(designs) -> np.ndarray | None:
-    """The compartment each simulated observation measures (int32, 0 where padded), or `None`
-    when the `designs` have no `obs_cmt` (a model with one analyte)."""
-    if "obs_cmt" not in designs:
-        return None
-    return np.where(np.asarray(designs["mask"], bool), np.asarray(designs["obs_cmt"]), 0).astype(np.int32)
 
 
 class Dataset(eqx.Module):
@@ -232,24 +219,9 @@ class Dataset(eqx.Module):
             if mask.shape != values.shape:
                 raise ValueError(f"`mask` has shape {mask.shape} but `values` has shape {values.shape}.")
         n = values.shape[0]
-        ids = _normalise_ids(ids, n)
-        check_finite(values, mask, name="values", ids=ids)
-        check_finite(times, mask, name="times", ids=ids)
-        check_sorted(times, mask, ids=ids)
-        empty = np.flatnonzero(~mask.any(axis=1))
-        if empty.size:
-            raise ValueError(
-                f"{individual_label(ids, int(empty[0]))} has no observations; remove it from the data."
-            )
-        cov = {}
-        for name, c in (covariates or {}).items():
-            c = as_float_array(c, name=f"covariates[{name!r}]")
-            if c.shape != (n,):
-                raise ValueError(f"covariate {name!r} must have {n} values, one per individual; got shape {c.shape}.")
-            if not np.isfinite(c).all():
-                i = int(np.flatnonzero(~np.isfinite(c))[0])
-                raise ValueError(f"covariate {name!r} is not finite for {individual_label(ids, i)}; fill it in.")
-            cov[name] = jnp.asarray(c)
+        ids = normalise_ids(ids, n)
+        check_observations(times, values, mask, ids=ids)
+        cov = {k: jnp.asarray(c) for k, c in check_covariates(covariates, n, ids=ids).items()}
         if doses is not None and not isinstance(doses, Doses):
             raise TypeError(f"`doses` must be a nlme_ppl.Doses; got {type(doses).__name__}.")
         if censored is not None:
@@ -300,64 +272,6 @@ class Dataset(eqx.Module):
         return cls.from_arrays(T, V, mask=M, ids=ids, covariates=covariates, doses=doses, censored=C if censored is not None else None,
                                obs_cmt=K if obs_cmt is not None else None)
 
-    @classmethod
-    def from_dataframe(cls, df: pd.DataFrame, *, id_col="ID", time_col="TIME", value_col="DV", covariates=()) -> "Dataset":
-        """Build a dataset from a long table, one row per observation (columns ID, TIME, DV).
-
-        Covariate columns named in `covariates` must be constant within each individual.
-        Individuals keep the order of first appearance.
-        """
-        missing = [c for c in (id_col, time_col, value_col, *covariates) if c not in df.columns]
-        if missing:
-            raise ValueError(f"missing column(s) {missing}; the table has {list(df.columns)}.")
-        for col in (time_col, value_col):
-            num = pd.to_numeric(df[col], errors="coerce")
-            bad = num.isna()
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise ValueError(
-                    f"column {col!r} row {row} (file line {row + 2}, ID {df[id_col].iloc[row]}) is not a number: "
-                    f"{df[col].iloc[row]!r}; fix or remove that row."
-                )
-        groups = df.groupby(id_col, sort=False)
-        ids = [str(k) for k in groups.groups]
-        cov = {c: [] for c in covariates}
-        ts, vs = [], []
-        for k, g in groups:
-            ts.append(pd.to_numeric(g[time_col]).to_numpy(float))
-            vs.append(pd.to_numeric(g[value_col]).to_numpy(float))
-            for c in covariates:
-                u = g[c].unique()
-                if len(u) != 1:
-                    raise ValueError(f"covariate {c!r} changes within ID {k} ({u.tolist()}); it must be constant per individual.")
-                cov[c].append(float(u[0]))
-        return cls.from_individuals(ts, vs, ids=ids, covariates=cov)
-
-    @classmethod
-    def from_csv(cls, path: str | Path, **kwargs) -> "Dataset":
-        """Read a long CSV with columns ID, TIME, DV (see [`from_dataframe`][nlme_ppl.Dataset.from_dataframe])."""
-        return cls.from_dataframe(pd.read_csv(path), **kwargs)
-
-    @classmethod
-    def _from_designs(cls, designs, values, keep, *, covariates=()) -> "Dataset":
-        """Simulated data: batched simulator `designs` (times, mask, doses, limits, compartments
-        if any, and the design entries named in `covariates`) and their `values`, the rows where
-        `keep`, with ids their row numbers. Unchecked: the caller has dropped non-finite rows."""
-        designs = {k: np.asarray(v) for k, v in designs.items()}
-        mask, rows = designs["mask"].astype(bool), np.flatnonzero(keep)
-        doses = Doses.from_design(designs)
-        censored, obs_cmt = censored_in(designs, values), obs_cmt_in(designs)
-        return cls(
-            times=jnp.asarray(np.where(mask, designs["times"], 0.0)[rows]),
-            values=jnp.asarray(np.where(mask, np.asarray(values), 0.0)[rows]),
-            mask=jnp.asarray(mask[rows]),
-            ids=tuple(str(i) for i in rows),
-            covariates={c: jnp.asarray(designs[c][rows], float) for c in covariates},
-            doses=None if doses is None else doses.subset(rows),
-            censored=None if censored is None or not censored[rows].any() else jnp.asarray(censored[rows]),
-            obs_cmt=None if obs_cmt is None else jnp.asarray(obs_cmt[rows]),
-        )
-
     # ------------------------------------------------------------------ views
     @property
     def num_individuals(self) -> int:
@@ -399,17 +313,8 @@ class Dataset(eqx.Module):
 
         For example `data.with_covariates(log_wt70=np.log(data.covariates["WT"] / 70))`.
         """
-        new = dict(self.covariates)
-        for name, c in covariates.items():
-            c = as_float_array(c, name=f"covariates[{name!r}]")
-            if c.shape != (self.num_individuals,):
-                raise ValueError(
-                    f"covariate {name!r} must have {self.num_individuals} values, one per individual; got shape {c.shape}."
-                )
-            if not np.isfinite(c).all():
-                i = int(np.flatnonzero(~np.isfinite(c))[0])
-                raise ValueError(f"covariate {name!r} is not finite for {individual_label(self.ids, i)}; fill it in.")
-            new[name] = jnp.asarray(c)
+        checked = check_covariates(covariates, self.num_individuals, ids=self.ids)
+        new = {**self.covariates, **{k: jnp.asarray(c) for k, c in checked.items()}}
         return eqx.tree_at(lambda d: d.covariates, self, new)
 
     def with_obs_cmt(self, obs_cmt) -> "Dataset":
@@ -456,14 +361,3 @@ class Dataset(eqx.Module):
             f"({n_obs.min()}–{n_obs.max()} each){extra}, covariates={list(self.covariates)})"
         )
 
-
-def _normalise_ids(ids, n: int) -> tuple[str, ...]:
-    if ids is None:
-        return tuple(str(i + 1) for i in range(n))
-    ids = tuple(str(i) for i in ids)
-    if len(ids) != n:
-        raise ValueError(f"expected {n} ids, one per individual; got {len(ids)}.")
-    if len(set(ids)) != n:
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"individual ids must be unique; {dup!r} appears more than once.")
-    return ids

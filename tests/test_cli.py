@@ -1,4 +1,5 @@
-"""The `nlme-ppl` command line: fit (map), train, demo, and errors with exit status 2."""
+"""The `nlme-ppl` command line: fit (map), train, demo; bad input with exit status 2, a failed fit
+with exit status 1, each as one line on stderr."""
 
 import json
 
@@ -14,7 +15,8 @@ from nlme_ppl.cli import main
 @pytest.fixture(scope="module")
 def csv(tmp_path_factory):
     model = nlp.models.frohlich_simple()
-    phi = nlp.demo.sample_population(model, jax.random.key(0), 60)
+    pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"))
+    phi = nlp.simulate_population(pop, nlp.demo.DEMO_TRUTH, jax.random.key(0), num_individuals=60)
     path = tmp_path_factory.mktemp("cli") / "cells.csv"
     nlp.simulate_data(model, phi, jax.random.key(1)).to_csv(path)
     return path
@@ -37,6 +39,18 @@ def test_fit_reports_bad_csv(tmp_path, capsys):
     pd.DataFrame({"ID": [1, 1], "TIME": [1.0, 0.5], "DV": [1.0, 2.0]}).to_csv(bad, index=False)
     assert main(["fit", "--model", "frohlich_simple", "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "times are not sorted for individual '1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [RuntimeError("the L-BFGS line search failed"), FloatingPointError("invalid value (nan) encountered in add")])
+def test_fit_reports_a_failed_fit_in_one_line(csv, tmp_path, capsys, monkeypatch, error):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(nlp, "fit_map", fail)
+    assert main(["fit", "--model", "frohlich_simple", "--data", str(csv), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"nlme-ppl fit: {type(error).__name__}: {error}") and "What to do:" in err and "--num-starts" in err
 
 
 def test_fit_reports_unknown_model(csv, tmp_path, capsys):

@@ -1,7 +1,6 @@
 """Dataset construction, round trips and refusal of bad input (each message asserted)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import nlme_ppl as nlp
@@ -21,17 +20,6 @@ def test_from_arrays_pads_and_masks():
 def test_shared_times_broadcast():
     d = nlp.Dataset.from_arrays([0.0, 1.0], [[1.0, 2.0], [3.0, 4.0]])
     assert d.times.shape == (2, 2) and d.ids == ("1", "2")
-
-
-def test_from_individuals_and_csv_round_trip(tmp_path):
-    d = nlp.Dataset.from_individuals([[0.0, 1.0, 2.0], [0.5]], [[1.0, 2.0, 3.0], [7.0]], ids=["x", "y"], covariates={"WT": [60, 70]})
-    path = tmp_path / "d.csv"
-    d.to_csv(path)
-    e = nlp.Dataset.from_csv(path, covariates=("WT",))
-    assert e.ids == d.ids
-    for f in ("times", "values", "mask"):
-        np.testing.assert_array_equal(getattr(e, f), getattr(d, f))
-    np.testing.assert_array_equal(e.covariates["WT"], d.covariates["WT"])
 
 
 def test_subset():
@@ -65,20 +53,6 @@ def test_from_arrays_refuses(kwargs, error, match):
         nlp.Dataset.from_arrays(times, values, **kwargs)
 
 
-def test_csv_refuses_missing_column_and_text(tmp_path):
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['DV'\]"):
-        nlp.Dataset.from_dataframe(pd.DataFrame({"ID": [1], "TIME": [0.0]}))
-    df = pd.DataFrame({"ID": [1, 1, 2], "TIME": [0.0, 1.0, 0.0], "DV": ["1.0", "oops", "2"]})
-    with pytest.raises(ValueError, match=r"column 'DV' row 1 \(file line 3, ID 1\) is not a number: 'oops'"):
-        nlp.Dataset.from_dataframe(df)
-
-
-def test_csv_refuses_time_varying_covariate():
-    df = pd.DataFrame({"ID": [1, 1], "TIME": [0.0, 1.0], "DV": [1.0, 2.0], "WT": [70, 71]})
-    with pytest.raises(ValueError, match=r"covariate 'WT' changes within ID 1"):
-        nlp.Dataset.from_dataframe(df, covariates=("WT",))
-
-
 def test_from_individuals_refuses_length_mismatch():
     with pytest.raises(ValueError, match=r"individual 'b' \(row 1\): times \(2,\) and values \(3,\)"):
         nlp.Dataset.from_individuals([[0.0], [0.0, 1.0]], [[1.0], [1.0, 2.0, 3.0]], ids=["a", "b"])
@@ -94,3 +68,13 @@ def test_doses_are_never_dropped_silently(tmp_path):
     np.testing.assert_allclose(np.asarray(sub.doses.times), [[0.0, 12.0]])
     with pytest.raises(ValueError, match=r"`doses` covers 2 individuals but the data has 1"):
         nlp.Dataset.from_arrays([1.0, 2.0], [[1.0, 2.0]], doses=doses)
+
+
+def test_with_covariates_checks_as_from_arrays():
+    d = nlp.Dataset.from_arrays([0.0, 1.0], [[1.0, 2.0], [3.0, 4.0]], ids=["a", "b"], covariates={"WT": [60.0, 70.0]})
+    e = d.with_covariates(AGE=[30, 40])
+    assert sorted(e.covariates) == ["AGE", "WT"] and e.covariates["AGE"].dtype == d.covariates["WT"].dtype
+    with pytest.raises(ValueError, match=r"covariate 'AGE' is not finite for individual 'b' \(row 1\); fill it in"):
+        d.with_covariates(AGE=[30, np.nan])
+    with pytest.raises(ValueError, match=r"covariate 'AGE' must have 2 values, one per individual; got shape \(3,\)"):
+        d.with_covariates(AGE=[1.0, 2.0, 3.0])

@@ -26,6 +26,7 @@ from jaxtyping import Float
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
+from ..simulation import dataset_from_designs
 from ._importance import SurrogateWarning, _name_ids
 
 __all__ = ["OutlierDiagnostics", "summary_outliers"]
@@ -131,7 +132,7 @@ def _reference_data(model, data: Dataset, key, num: int) -> tuple[Dataset, int]:
     _, obs = _simulate_at(model, jax.random.split(key, num), designs)
     obs, designs = jax.device_get((obs, designs))
     ok = np.where(np.asarray(designs["mask"], bool), np.isfinite(obs), True).all(axis=1)
-    ref = Dataset._from_designs(designs, obs, ok, covariates=[c for c, *_ in model.covariates])
+    ref = dataset_from_designs(model, designs, obs, keep=ok)
     return ref, int(num - ok.sum())
 
 

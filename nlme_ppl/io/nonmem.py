@@ -55,6 +55,9 @@ def read_nonmem(
 ) -> Dataset:
     """Read a NONMEM-format CSV into a [`Dataset`][nlme_ppl.Dataset] with its dosing events.
 
+    A plain long table (ID, TIME, DV and covariate columns, no dose rows) is read as well: with
+    no EVID, MDV or AMT column every row is an observation.
+
     **Arguments:**
 
     - `path`: the CSV file (or a pandas DataFrame with the same columns).
@@ -182,7 +185,7 @@ def read_nonmem(
         t = time[rows][(is_obs | is_dose)[rows]]
         if np.any(np.diff(t) < 0):
             j = rows[(is_obs | is_dose)[rows]][int(np.flatnonzero(np.diff(t) < 0)[0]) + 1]
-            raise ValueError(f"TIME decreases within ID {k} at {_where(j, k)} ({time[j]:g} after a larger time); sort each ID's rows by TIME.")
+            raise ValueError(f"times are not sorted for individual {k!r}: TIME decreases within ID {k} at {_where(j, k)} ({time[j]:g} after a larger time); sort each ID's rows by TIME.")
         o = rows[is_obs[rows]]
         if o.size == 0:
             raise ValueError(f"ID {k} has no observations (no row with EVID=0 and MDV=0); remove it from the file.")
