@@ -13,6 +13,7 @@ from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset, Doses as Doses  # noqa: E402
 from .estimators import (  # noqa: E402
     AmortizedPosterior as AmortizedPosterior,
+    Posterior as Posterior,
     TrainConfig as TrainConfig,
     load_posterior as load_posterior,
     pretrained as pretrained,
@@ -28,10 +29,10 @@ from .inference import (  # noqa: E402
     fit_map as fit_map,
     fit_nuts as fit_nuts,
 )
-from .io import read_nonmem as read_nonmem, write_nonmem as write_nonmem  # noqa: E402
+from .io import read_nonmem as read_nonmem, read_table as read_table, write_nonmem as write_nonmem  # noqa: E402
 from .models import IndividualModel as IndividualModel  # noqa: E402
 from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, log_weights as log_weights, prepare_draws as prepare_draws  # noqa: E402
-from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data  # noqa: E402
+from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data, simulate_population as simulate_population  # noqa: E402
 
 __all__ = [
     "AmortizedPosterior",
@@ -39,6 +40,7 @@ __all__ = [
     "Doses",
     "IndividualModel",
     "MAPResult",
+    "Posterior",
     "Simulations",
     "SurrogateDraws",
     "TrainConfig",
@@ -58,10 +60,12 @@ __all__ = [
     "populations",
     "prepare_draws",
     "read_nonmem",
+    "read_table",
     "pretrained",
     "save_posterior",
     "simulate",
     "simulate_data",
+    "simulate_population",
     "train",
     "write_nonmem",
     "__version__",
