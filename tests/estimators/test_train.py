@@ -66,12 +66,12 @@ def test_history_and_loss_plot(trained):
 
 def test_early_stopping_restores_the_best_weights():
     """A run that must stop early (learning rate 0.3, patience 2: measured, it stops after 9 of
-    12 epochs with the best at epoch 7), and the weights it keeps are the best epoch's: their
+    20 epochs with the best at epoch 7), and the weights it keeps are the best epoch's: their
     validation loss, recomputed from the returned posterior, is that epoch's recorded one."""
     model = linear_model()
     n, key = 600, jax.random.key(3)
     sims = nlp.simulate(model, jax.random.key(2), num_simulations=n, progress=False)
-    config = dataclasses.replace(SMALL, learning_rate=0.3, max_epochs=12, patience=2, batch_size=64)
+    config = dataclasses.replace(SMALL, learning_rate=0.3, max_epochs=20, patience=2, batch_size=64)
     post = train(model, key, simulations=sims, config=config, progress=False)
     h = post.history
     best = int(np.argmin(h.val_loss))
@@ -83,7 +83,7 @@ def test_early_stopping_restores_the_best_weights():
     va = np.asarray(jax.random.permutation(k_split, n))[h.num_train:]
     recomputed = -float(np.mean(post.log_prob(sims.data.subset(va), np.asarray(sims.params)[va][:, None, :])))
     assert abs(recomputed - h.val_loss[best]) < 1e-3, (recomputed, h.val_loss)  # float32 networks
-    assert abs(recomputed - h.val_loss[-1]) > 1e-2  # measured 0.029: the last weights would fail the check above
+    assert abs(recomputed - h.val_loss[-1]) > 1e-2  # measured 0.08: the last weights would fail the check above
 
 
 def test_argument_checks():
