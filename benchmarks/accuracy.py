@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nlme_ppl as nlp
-from nlme_ppl.demo import DEMO_MEAN_PRIOR, DEMO_TRUTH, sample_population
+from nlme_ppl.demo import DEMO_MEAN_PRIOR, DEMO_TRUTH
 from nlme_ppl.inference import map as _map
 
 IMG = Path(__file__).parent.parent / "docs" / "img"
@@ -79,7 +79,7 @@ def bench_accuracy(model, post, quick):
     reps, datasets = [], []
     for r in range(replicates):
         k_pop, k_obs, k_fit = jax.random.split(jax.random.key(9000 + r), 3)
-        data = nlp.simulate_data(model, sample_population(model, k_pop, n), k_obs)
+        data = nlp.simulate_data(model, nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=n), k_obs)
         datasets.append(data)
         t0 = time.perf_counter()
         idata = nlp.fit_nuts(pop, post, data, k_fit, num_draws=100, num_chains=2, num_warmup=warm, num_samples=warm, progress=False, diagnose=False)

@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import nlme_ppl as nlp  # noqa: E402
-from nlme_ppl.demo import DEMO_MEAN_PRIOR, sample_population, sample_truth_table  # noqa: E402
+from nlme_ppl.demo import DEMO_MEAN_PRIOR, DEMO_TRUTH, sample_truth_table  # noqa: E402
 from nlme_ppl.inference import map as _map  # noqa: E402
 
 from accuracy import bench_accuracy  # noqa: E402  (benchmarks/accuracy.py, beside this script)
@@ -54,7 +54,7 @@ POP_KW = dict(fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
 
 
 def _data(model, n, seed):
-    phi = sample_population(model, jax.random.key(seed), n)
+    phi = nlp.simulate_population(nlp.populations.gaussian(model, **POP_KW), DEMO_TRUTH, jax.random.key(seed), num_individuals=n)
     return phi, nlp.simulate_data(model, phi, jax.random.key(seed + 1))
 
 

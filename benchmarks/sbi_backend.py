@@ -40,7 +40,7 @@ def population(model, n: int, seed: int = 0):
     """`n` individuals around the training-prior means (SD 0.3 on ka, CL and V; the noise fixed), with their data."""
     truth = {"mean": {p: float(model.prior[p].loc) for p in model.param_names}, "sd": {p: 0.3 for p in ("ka", "CL", "V")}}
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-    phi = np.asarray(nlp.demo.sample_population(model, k1, n, truth))
+    phi = np.asarray(nlp.simulate_population(nlp.populations.gaussian(model, fixed=("sigma_add",)), truth, k1, num_individuals=n))
     return nlp.simulate_data(model, phi, k2, designs=model.sample_designs(k3, n)), phi
 
 

@@ -27,7 +27,8 @@ def population(model, n: int, key):
     """`n` individuals around the training-prior means (SD 0.3; the residual error fixed), with their data."""
     truth = {"mean": {p: float(model.prior[p].loc) for p in model.param_names}, "sd": {p: 0.3 for p in ("ka", "CL", "V")}}
     k_phi, k_obs, k_design = jax.random.split(key, 3)
-    phi = np.asarray(nlp.demo.sample_population(model, k_phi, n, truth))
+    pop = nlp.populations.gaussian(model, fixed=("sigma_add",))
+    phi = np.asarray(nlp.simulate_population(pop, truth, k_phi, num_individuals=n))
     return nlp.simulate_data(model, phi, k_obs, designs=model.sample_designs(k_design, n)), phi
 
 

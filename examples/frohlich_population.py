@@ -32,7 +32,8 @@ def main(argv=None):
 
     model = nlp.models.frohlich_simple()
     post = nlp.pretrained("frohlich_simple")
-    phi = nlp.demo.sample_population(model, jax.random.key(0), args.num_individuals)
+    truth = nlp.populations.gaussian(model, fixed=("offset", "sigma"))  # the demo's truth: no random effect on offset, sigma
+    phi = nlp.simulate_population(truth, nlp.demo.DEMO_TRUTH, jax.random.key(0), num_individuals=args.num_individuals)
     data = nlp.simulate_data(model, phi, jax.random.key(1))
 
     fits = {}

@@ -21,7 +21,6 @@ import argparse
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
@@ -35,17 +34,15 @@ GAMMA = {"eGFP": -3.2, "d2eGFP": -1.6}
 
 
 def simulate(model, key, num_individuals: int):
-    """Cells of both experiments (half each); the covariate `d2egfp` is 1 for d2eGFP cells."""
-    k1, k2, k3 = jax.random.split(key, 3)
+    """Cells of both experiments (half each); the covariate `d2egfp` is 1 for d2eGFP cells, whose
+    log γ is shifted by `beta`."""
+    k_phi, k_data = jax.random.split(key)
     half = num_individuals // 2
-    truth = nlp.demo.DEMO_TRUTH
-    shifted = {"mean": {**truth["mean"], "gamma": GAMMA["d2eGFP"]}, "sd": truth["sd"]}
-    phi = jnp.concatenate([
-        nlp.demo.sample_population(model, k1, half, {**truth, "mean": {**truth["mean"], "gamma": GAMMA["eGFP"]}}),
-        nlp.demo.sample_population(model, k2, num_individuals - half, shifted),
-    ])
     group = np.r_[np.zeros(half), np.ones(num_individuals - half)]
-    return phi, nlp.simulate_data(model, phi, k3, covariates={"d2egfp": group})
+    truth = {**nlp.demo.DEMO_TRUTH, "beta": [GAMMA["d2eGFP"] - GAMMA["eGFP"]]}
+    truth["mean"] = {**truth["mean"], "gamma": GAMMA["eGFP"]}
+    phi = nlp.simulate_population(population(model), truth, k_phi, num_individuals=num_individuals, covariates={"d2egfp": group})
+    return phi, nlp.simulate_data(model, phi, k_data, covariates={"d2egfp": group})
 
 
 def population(model):

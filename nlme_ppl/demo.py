@@ -26,7 +26,8 @@ DEMO_MEAN_PRIOR = {"delta": (-1.0, 1.0), "gamma": (-3.0, 1.0)}
 
 
 def sample_population(model, key, num_individuals: int, truth=DEMO_TRUTH) -> jnp.ndarray:
-    """Individual parameters `(N, k)` from a Gaussian population `truth` (no SD = fixed)."""
+    """Deprecated: use [`nlp.simulate_population`][nlme_ppl.simulate_population]. Kept, drawing
+    as before, only until the last tests that call it move to `simulate_population`."""
     z = jax.random.normal(key, (num_individuals, model.num_params))
     mean = jnp.array([truth["mean"][n] for n in model.param_names])
     sd = jnp.array([truth["sd"].get(n, 0.0) for n in model.param_names])
@@ -58,9 +59,9 @@ def run_demo(out: str | Path = "demo_output", *, num_individuals: int = 500, num
     model = nlp.models.frohlich_simple()
     post = nlp.pretrained("frohlich_simple")
     k_pop, k_data, k_map, k_nuts = jax.random.split(jax.random.key(seed), 4)
-    phi = sample_population(model, k_pop, num_individuals)
-    data = nlp.simulate_data(model, phi, k_data)
     population = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
+    phi = nlp.simulate_population(population, DEMO_TRUTH, k_pop, num_individuals=num_individuals)
+    data = nlp.simulate_data(model, phi, k_data)
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # the checks are summarised below instead

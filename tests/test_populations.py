@@ -174,7 +174,8 @@ def test_covariate_effects_are_recovered_by_map():
     n = 300
     rng = np.random.default_rng(5)
     group, x = (np.arange(n) >= n // 2).astype(float), rng.normal(size=n)
-    phi = np.array(nlp.demo.sample_population(model, jax.random.key(11), n))
+    base = nlp.populations.gaussian(model, fixed=("offset", "sigma"))
+    phi = np.array(nlp.simulate_population(base, truth, jax.random.key(11), num_individuals=n))
     phi[:, 1] += 1.6 * group
     phi[:, 2] += 0.5 * x
     data = nlp.simulate_data(model, jnp.asarray(phi), jax.random.key(12), covariates={"d2egfp": group, "x": x})

@@ -132,8 +132,12 @@ def test_data_checks_name_the_problem():
 
 def test_theophylline_agrees_with_r_nlme():
     """MAP with the shipped estimator against R nlme's ML fit of the same model
-    (examples/theophylline_nlme.R): population means within 0.08 on the log scale, random-effect
-    SDs within 30 %."""
+    (examples/theophylline_nlme.R): population means within 0.03 on the log scale, random-effect
+    SDs within 20 %.
+
+    Measured (2026-12, issue 14): at key 0 the means differ by at most 0.009 (V) and the SDs by at
+    most 16.6 % (ka); over keys 0-2 by at most 0.024 (ka) and 16.6 %. The bounds are those
+    measurements plus a margin of 0.02 (means) and 3.4 points (SDs), for the draws' key."""
     import pandas as pd
     from pathlib import Path
 
@@ -144,5 +148,5 @@ def test_theophylline_agrees_with_r_nlme():
                       jax.random.key(0), num_draws=200, diagnose=False)
     ref = pd.read_csv(here / "theophylline_nlme.csv").set_index("parameter")["estimate"]
     for p in ("ka", "CL", "V"):
-        assert abs(fit.params[f"mean[{p}]"] - ref[f"mean[{p}]"]) <= 0.08, p
-        assert abs(fit.params[f"sd[{p}]"] / ref[f"sd[{p}]"] - 1) <= 0.30, p
+        assert abs(fit.params[f"mean[{p}]"] - ref[f"mean[{p}]"]) <= 0.03, p
+        assert abs(fit.params[f"sd[{p}]"] / ref[f"sd[{p}]"] - 1) <= 0.20, p

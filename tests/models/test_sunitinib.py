@@ -12,6 +12,7 @@ import nlme_ppl  # noqa: F401  (enables float64)
 from nlme_ppl.models.sunitinib import (
     FM_TYPICAL,
     QH_L_PER_H,
+    SUNITINIB_PRIOR,
     SUNITINIB_TYPICAL,
     V5_L,
     sunitinib_concentrations,
@@ -250,6 +251,14 @@ def test_masked_doses_ignored_and_infusions_nan():
 
 
 def test_fixed_values():
+    """The simulator uses QH = 80 L/h and V5 = 588 L (70 kg), and the training prior of FM is
+    centred on its typical value 0.21: read from the rate matrix and the prior, not the constants."""
+    ka, V2, CLP, CLM, V3, Q34, V4, FM, Q25 = TYPICAL
+    K = np.asarray(sunitinib_rate_matrix(*TYPICAL, 70.0))
+    np.testing.assert_allclose(K[1, 0], 80.0 * ka / (80.0 + CLP), rtol=1e-14)  # QH·ka·CLIV: first-pass escape
+    np.testing.assert_allclose(K[4, 4], -Q25 / 588.0, rtol=1e-14)  # sunitinib peripheral: -Q25/V5
+    np.testing.assert_allclose(np.asarray(sunitinib_rate_matrix(*TYPICAL, 140.0))[4, 4], -Q25 * 2**0.75 / (2 * 588.0), rtol=1e-14)
+    np.testing.assert_allclose(np.exp(SUNITINIB_PRIOR["FM"][0]), 0.21, rtol=1e-14)
     assert (QH_L_PER_H, V5_L, FM_TYPICAL) == (80.0, 588.0, 0.21)
 
 
