@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+__all__ = ["DEMO_MEAN_PRIOR", "DEMO_TRUTH", "run_demo", "sample_truth_table"]
+
 #: The known truth of the demo population (log scale). offset and sigma have no random effect.
 DEMO_TRUTH = {
     "mean": {"delta": -0.4, "gamma": -3.2, "k_m0_scale": 5.5, "t0": 0.2, "offset": 1.5, "sigma": -2.0},

@@ -20,6 +20,8 @@ from functools import lru_cache
 import numpy as np
 from arviz_stats.ecdf_utils import get_pointwise_confidence_band, simulate_confidence_bands
 
+from .._validate import positive_int
+
 __all__ = ["ecdf_eval_points", "rank_ecdf", "simultaneous_band"]
 
 
@@ -70,7 +72,8 @@ def simultaneous_band(
     """
     if not 0.0 < prob < 1.0:
         raise ValueError(f"`prob` must lie strictly between 0 and 1; got {prob!r}.")
-    for name, v in (("num_simulations", num_simulations), ("num_draws", num_draws), ("band_simulations", band_simulations)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {v!r}.")
-    return _band_cached(int(num_simulations), int(num_draws), float(prob), int(band_simulations), int(seed))
+    num_simulations, num_draws, band_simulations = (
+        positive_int(v, name=name)
+        for name, v in (("num_simulations", num_simulations), ("num_draws", num_draws), ("band_simulations", band_simulations))
+    )
+    return _band_cached(num_simulations, num_draws, float(prob), band_simulations, int(seed))

@@ -4,10 +4,19 @@ import functools
 
 from ._censoring import LeftCensored as LeftCensored
 from ._individual import IndividualModel as IndividualModel
-from .frohlich import frohlich_detailed as frohlich_detailed, frohlich_simple as frohlich_simple
-from .frohlich_sde import frohlich_sde as frohlich_sde
-from .pk import pk_oral_1cmt as pk_oral_1cmt, pk_oral_2cmt as pk_oral_2cmt
-from .sunitinib import sunitinib as sunitinib
+from .frohlich import (
+    frohlich_detailed as frohlich_detailed,
+    frohlich_detailed_solution as frohlich_detailed_solution,
+    frohlich_simple as frohlich_simple,
+)
+from .frohlich_sde import frohlich_sde as frohlich_sde, frohlich_sde_path as frohlich_sde_path
+from .pk import (
+    one_compartment_concentration as one_compartment_concentration,
+    pk_oral_1cmt as pk_oral_1cmt,
+    pk_oral_2cmt as pk_oral_2cmt,
+    two_compartment_concentration as two_compartment_concentration,
+)
+from .sunitinib import sunitinib as sunitinib, sunitinib_concentrations as sunitinib_concentrations
 
 #: Built-in models by name, as used by `nlme-ppl --model NAME` and estimator files.
 BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed, "frohlich_sde": frohlich_sde, "pk_oral_1cmt": pk_oral_1cmt,
@@ -22,4 +31,8 @@ def get(name: str) -> IndividualModel:
     return BUILTIN[name]()
 
 
-__all__ = ["IndividualModel", "LeftCensored", "frohlich_detailed", "frohlich_sde", "frohlich_simple", "get", "pk_oral_1cmt", "pk_oral_2cmt", "sunitinib", "BUILTIN"]
+__all__ = [
+    "BUILTIN", "IndividualModel", "LeftCensored", "frohlich_detailed", "frohlich_detailed_solution", "frohlich_sde",
+    "frohlich_sde_path", "frohlich_simple", "get", "one_compartment_concentration", "pk_oral_1cmt", "pk_oral_2cmt",
+    "sunitinib", "sunitinib_concentrations", "two_compartment_concentration",
+]
