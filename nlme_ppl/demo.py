@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -25,15 +24,6 @@ DEMO_TRUTH = {
 
 #: Prior knowledge that labels the two decay rates: mRNA (delta) decays faster than protein (gamma).
 DEMO_MEAN_PRIOR = {"delta": (-1.0, 1.0), "gamma": (-3.0, 1.0)}
-
-
-def sample_population(model, key, num_individuals: int, truth=DEMO_TRUTH) -> jnp.ndarray:
-    """Deprecated: use [`nlp.simulate_population`][nlme_ppl.simulate_population]. Kept, drawing
-    as before, only until the last tests that call it move to `simulate_population`."""
-    z = jax.random.normal(key, (num_individuals, model.num_params))
-    mean = jnp.array([truth["mean"][n] for n in model.param_names])
-    sd = jnp.array([truth["sd"].get(n, 0.0) for n in model.param_names])
-    return mean + sd * z
 
 
 def sample_truth_table(model, phi, truth=DEMO_TRUTH) -> dict[str, float]:
