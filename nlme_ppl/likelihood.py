@@ -23,6 +23,8 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.primitives import Messenger
 
+from ._sites import SiteReader, missing_sites_error
+
 __all__ = ["SurrogateDraws", "amortize", "log_weights", "prepare_draws"]
 
 #: numpyro site type given to intercepted individual-parameter sites (ignored by inference).
@@ -128,16 +130,6 @@ def draws_from_values(values, model, *, num_fixed: int = 2, cross: bool = False)
     return out.with_cross_products() if cross else out
 
 
-def missing_sites_error(missing) -> ValueError:
-    """The error for a population program without a site for some individual parameters."""
-    return ValueError(
-        f"the population program declares no site for individual parameter(s) {missing}; add "
-        "numpyro.sample(name, ...) inside numpyro.plate('individuals', N) for each (use dist.Delta "
-        "for a parameter without random effect), or one vector site with "
-        "infer={'individual_params': names}."
-    )
-
-
 def _unwrap(fn):
     while isinstance(fn, (dist.ExpandedDistribution, dist.Independent, dist.MaskedDistribution)):
         fn = fn.base_dist
@@ -158,20 +150,13 @@ class _Surrogate(Messenger):
     def __init__(self, draws: SurrogateDraws):
         super().__init__()
         self.draws = draws
-        self.index = {n: i for i, n in enumerate(draws.param_names)}
-        self.seen: dict[str, str] = {}
+        self.sites = SiteReader(draws.param_names)
         self.fixed: list[str] = []  # parameters whose population distribution is a Delta (no random effect)
         n, k = draws.num_individuals, draws.num_params
         self.coef = jnp.zeros((n, draws.stats.shape[-1]), jnp.float64)
         self.const = jnp.zeros((n,), jnp.float64)
         self.generic = None  # (M, N) direct log-densities, when some site is not Gaussian
         self.pairs = {pair: 2 * k + j for j, pair in enumerate(zip(*np.triu_indices(k, k=1)))}
-
-    def _claimed(self, msg) -> tuple[str, ...] | None:
-        if msg["name"] in self.index:
-            return (msg["name"],)
-        names = (msg.get("infer") or {}).get("individual_params")
-        return tuple(names) if names is not None else None
 
     def _gaussian(self, idx: np.ndarray, loc, prec, log_det_scale):
         """Add log N(φ[idx] | loc, prec⁻¹) via the sufficient statistics: with φ = c + d and
@@ -191,19 +176,11 @@ class _Surrogate(Messenger):
         self.generic = lp if self.generic is None else self.generic + lp
 
     def process_message(self, msg):
-        if msg["type"] != "sample":
-            return
-        names = self._claimed(msg)
+        names = self.sites.claim(msg)
         if names is None:
             return
         site = msg["name"]
-        for n in names:
-            if n not in self.index:
-                raise ValueError(f"site {site!r} claims unknown individual parameter {n!r}; known: {tuple(self.index)}.")
-            if n in self.seen:
-                raise ValueError(f"individual parameter {n!r} is declared twice (sites {self.seen[n]!r} and {site!r}).")
-            self.seen[n] = site
-        idx = np.array([self.index[n] for n in names])
+        idx = self.sites.indices(names)
         fn = msg["fn"]
         n_ind = self.draws.num_individuals
         if fn.batch_shape not in ((), (n_ind,)):
@@ -391,9 +368,7 @@ def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "ob
         handler = _Surrogate(draws)
         with handler:
             out = population(*args, **kwargs)
-        missing = [n for n in draws.param_names if n not in handler.seen]
-        if missing:
-            raise missing_sites_error(missing)
+        handler.sites.check_complete()
         numpyro.factor(site, handler.log_sum_weights() - math.log(draws.num_draws))
         return out
 

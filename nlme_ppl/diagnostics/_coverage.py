@@ -151,7 +151,7 @@ def summary_outliers(
     num_reference: int = 2000,
     num_fit: int | None = None,
     ridge: float = 1e-6,
-) -> OutlierDiagnostics:
+) -> OutlierDiagnostics | None:
     """Flag individuals whose data lie outside what `posterior` was trained on.
 
     Simulates `num_fit + num_reference` data sets from the training prior of `posterior.model`
@@ -174,15 +174,20 @@ def summary_outliers(
     - `ridge`: added to the covariance's diagonal, relative to its mean variance, so that the
       covariance stays invertible when a summary coordinate barely varies.
 
-    **Returns:** an [`OutlierDiagnostics`][nlme_ppl.diagnostics.OutlierDiagnostics].
+    **Returns:** an [`OutlierDiagnostics`][nlme_ppl.diagnostics.OutlierDiagnostics], or `None`
+    for an estimator without a summary network (its `summaries(data)` gives `None`).
     """
     check_keys(key)
     if not isinstance(data, Dataset):
         raise TypeError(f"expected a nlme_ppl.Dataset; got {type(data).__name__}.")
     if not (hasattr(posterior, "summaries") and hasattr(posterior, "model")):
         raise TypeError(
-            f"`posterior` must be an AmortizedPosterior (with .model and .summaries(data)); got {type(posterior).__name__}."
+            f"`posterior` must be an estimator (nlp.estimators.Posterior, with .model and .summaries(data)); got "
+            f"{type(posterior).__name__}. A posterior without a summary network returns None from summaries(data)."
         )
+    obs = posterior.summaries(data)
+    if obs is None:  # an estimator without a summary network: there is no summary space to check
+        return None
     num_reference = positive_int(num_reference, name="num_reference")
     num_fit = num_reference if num_fit is None else positive_int(num_fit, name="num_fit")
     if num_reference < 100:
@@ -209,8 +214,7 @@ def summary_outliers(
     cov += (ridge * np.trace(cov) / dim + np.finfo(np.float64).tiny) * np.eye(dim)
     chol = np.linalg.cholesky(cov)
     ref_d = np.sort(_mahalanobis2(reference, mean, chol))
-    obs = np.asarray(posterior.summaries(data), np.float64)
-    d = _mahalanobis2(obs, mean, chol)
+    d = _mahalanobis2(np.asarray(obs, np.float64), mean, chol)
     d = np.where(np.isfinite(d), d, np.inf)
     count = len(ref_d) - np.searchsorted(ref_d, d, side="left")  # reference distances >= d
     tail = (count + 1) / (len(ref_d) + 1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import equinox as eqx
 import jax
@@ -28,12 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jaxtyping import Array, Float, PRNGKeyArray
-from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from scipy.special import logsumexp
 
 from .._validate import check_keys, positive_int
 from ._importance import MIN_DRAWS, importance_diagnostics
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not with nlme_ppl
+    from matplotlib.figure import Figure
 
 __all__ = ["ExactComparison", "ImportancePosterior", "compare_with_exact"]
 
@@ -70,12 +72,17 @@ class ImportancePosterior(eqx.Module):
 
     **Fields:** `model`; `values` `(N, P, k)` draws from the proposal; `log_weights` `(N, P)`
     normalised log importance weights (each row's weights sum to 1); `data` the data set.
+
+    Of the [`Posterior`][nlme_ppl.estimators.Posterior] interface it has what a fit uses
+    (`model`, `param_names`, `sample`, and `summaries`, which gives `None`: there is no
+    summary network); it is not an estimator file, and has no density of its own.
     """
 
     model: object
     values: Float[np.ndarray, "individuals proposals k"]
     log_weights: Float[np.ndarray, "individuals proposals"]
     data: object
+    backend: ClassVar[str] = "importance"
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -84,6 +91,10 @@ class ImportancePosterior(eqx.Module):
     @property
     def num_params(self) -> int:
         return len(self.param_names)
+
+    def summaries(self, data) -> None:
+        """`None`: weighted draws have no summary network (the summary-space check is skipped)."""
+        return None
 
     def sample(self, data, key: PRNGKeyArray, *, num_draws: int) -> Float[Array, "individuals draws k"]:
         """`num_draws` draws per individual from the weighted draws (sampling-importance-resampling)."""
@@ -168,6 +179,9 @@ class ExactComparison(eqx.Module):
         k = len(self.param_names)
         ncols = min(k, 4)
         nrows = math.ceil(k / ncols)
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
         fig = Figure(figsize=(3.2 * ncols, 3.0 * nrows), layout="constrained")
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         tab = self.table(threshold)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not with nlme_ppl
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_sbc"]
 
@@ -22,6 +26,8 @@ def plot_sbc(result, path: str | Path | None = None, *, ncols: int = 3) -> Figur
     k = len(result.param_names)
     ncols = max(1, min(int(ncols), k))
     nrows = math.ceil(k / ncols)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(3.6 * ncols, 2.9 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
     # Pad with the end points 0 and 1, where ECDF, band and identity all agree.

@@ -12,78 +12,47 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from jaxtyping import Array, Float
+import xarray as xr
+from jaxtyping import Array
 
-from .._validate import check_keys, individual_label, positive_int
+from .._sites import SiteReader, site_columns
+from .._validate import check_keys, positive_int
 from ..data import Dataset
-from ..likelihood import SurrogateDraws, log_weights, missing_sites_error
+from ..likelihood import SurrogateDraws, log_weights
 from ..models import IndividualModel
-from ._mcmc import run_nuts as _run_nuts
-from .map import _lbfgs
+from ._checks import check_data, check_init, check_masking, check_model, nonnegative_int, prior_centre
+from ._mcmc import run_nuts
+from ._result import MAPResult
+from .individual import fit_exact_individual, individual_modes
 
 __all__ = ["exact_init", "exact_model", "fit_exact_individual", "fit_exact_nuts"]
 
-# NUTS fields kept per iteration, and the sample_stats built from them (shared with `fit_nuts`).
+
 # ----------------------------------------------------------------------------- composing the programs
-def _claimed(name: str, msg, index) -> tuple[str, ...] | None:
-    """The individual parameters a sample site declares (by its name, or `infer["individual_params"]`)."""
-    if name in index:
-        return (name,)
-    names = (msg.get("infer") or {}).get("individual_params")
-    return tuple(names) if names is not None else None
-
-
 def _individual_sites(trace, param_names: tuple[str, ...], n: int):
-    """Read the individual parameters off a trace of the population program.
+    """Read the individual parameters off a trace of the population program (the shared
+    [`SiteReader`][nlme_ppl._sites.SiteReader]).
 
     **Returns:** `(phi, sites)`: `phi` `(n, k)` in `param_names` order (a site outside the
     plate, or a `Delta` site, gives the shared value broadcast to every individual), and
     `sites`, `{site name: (parameter names, observed, scalar)}` (`scalar`: one parameter per
     site, no event dimension).
     """
-    index = {p: i for i, p in enumerate(param_names)}
+    reader = SiteReader(param_names)
     columns: dict[str, Array] = {}
-    owner: dict[str, str] = {}
     sites: dict[str, tuple[tuple[str, ...], bool, bool]] = {}
     for name, msg in trace.items():
-        if msg["type"] != "sample":
-            continue
-        names = _claimed(name, msg, index)
+        names = reader.claim(msg)
         if names is None:
             continue
-        for p in names:
-            if p not in index:
-                raise ValueError(f"site {name!r} claims unknown individual parameter {p!r}; the model's parameters are {param_names}.")
-            if p in owner:
-                raise ValueError(f"individual parameter {p!r} is declared twice (sites {owner[p]!r} and {name!r}); declare it once.")
-            owner[p] = name
-        value = jnp.asarray(msg["value"])
-        event = tuple(msg["fn"].event_shape)
-        if event == () and len(names) == 1:
-            if value.shape not in ((), (n,)):
-                raise ValueError(
-                    f"site {name!r} has value shape {value.shape}; expected ({n},), one value per individual. "
-                    f"Declare it inside numpyro.plate('individuals', {n})."
-                )
-            columns[names[0]] = jnp.broadcast_to(value, (n,))
-        elif event == (len(names),) and value.shape in (event, (n, *event)):
-            value = jnp.broadcast_to(value, (n, *event))
-            columns.update({p: value[:, j] for j, p in enumerate(names)})
-        else:
-            raise ValueError(
-                f"site {name!r} covers individual parameter(s) {names} but has event shape {event} and value "
-                f"shape {value.shape}; expected a scalar site per parameter, or one vector site with event "
-                f"shape ({len(names)},) inside numpyro.plate('individuals', {n})."
-            )
-        sites[name] = (names, bool(msg["is_observed"]), event == ())
-    missing = [p for p in param_names if p not in columns]
-    if missing:
-        raise missing_sites_error(missing)
+        value = site_columns(msg, names, n)
+        columns.update({p: value[:, j] for j, p in enumerate(names)})
+        sites[name] = (names, bool(msg["is_observed"]), tuple(msg["fn"].event_shape) == ())
+    reader.check_complete()
     return jnp.stack([columns[p] for p in param_names], axis=-1), sites
 
 
@@ -120,12 +89,12 @@ def exact_model(population, model, *, site: str = "obs"):
     **Arguments:**
 
     - `population`: a NumPyro program `population(data)`.
-    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] whose likelihood is exact.
+    - `model`: the [`IndividualModel`][nlme_ppl.IndividualModel] whose likelihood is exact.
     - `site`: name of the likelihood factor (and of the `log_likelihood` variable).
 
     **Returns:** the NumPyro program `exact(data)`.
     """
-    _check_model(model)
+    check_model(model)
 
     def exact(data):
         return _compose(population, model, site, data)[0]
@@ -134,113 +103,7 @@ def exact_model(population, model, *, site: str = "obs"):
     return exact
 
 
-# ----------------------------------------------------------------------------- checks
-def _check_model(model) -> None:
-    if isinstance(model, IndividualModel):
-        if not model.tractable:
-            raise ValueError(
-                f"model {model.name!r} has no tractable likelihood (tractable=False: its program has hidden "
-                "randomness, e.g. an SDE path), so the exact hierarchical model cannot be written; the "
-                "amortized fit_map / fit_nuts need no likelihood and work with it."
-            )
-        return
-    if isinstance(getattr(model, "model", None), IndividualModel):
-        raise TypeError(
-            f"expected the IndividualModel; got an estimator ({type(model).__name__}). The exact model needs "
-            "the individual likelihood, not the amortized posterior: pass `posterior.model`."
-        )
-    raise TypeError(f"expected an IndividualModel (e.g. nlp.models.frohlich_simple()); got {type(model).__name__}.")
-
-
-def _check_data(data) -> None:
-    if not isinstance(data, Dataset):
-        raise TypeError(f"expected an nlp.Dataset; got {type(data).__name__}. Build one with nlp.Dataset.from_arrays(...).")
-
-
-def _prior_centre(model, key) -> Float[Array, " k"]:
-    """Median of 201 draws from the training prior (finite for any real-valued prior)."""
-    return jnp.median(model.prior_sample(key, (201,)), axis=0)
-
-
-def _check_masking(model, data, phi) -> None:
-    """Refuse an individual program whose likelihood reads padded observations."""
-    padded = np.flatnonzero(~np.asarray(data.mask).all(axis=1))
-    if padded.size == 0:
-        return
-    i = int(padded[0])
-    design = jax.tree.map(lambda x: x[i], model.designs_from_data(data))
-    y = data.values[i]
-    moved = jnp.where(data.mask[i], y, y + 1.0)
-    a, b = model.log_likelihood(phi, design, y), model.log_likelihood(phi, design, moved)
-    if not bool(jnp.isclose(a, b)):
-        raise ValueError(
-            f"model {model.name!r}: its log-likelihood changes with the padded (unobserved) values of "
-            f"{individual_label(data.ids, i)}; mask the observed site with design['mask'], e.g. "
-            "dist.Normal(mu, sigma).mask(design['mask']).to_event(1)."
-        )
-
-
-def _check_init(init, tr) -> dict:
-    """Keep the latent sites of `init` (dropping deterministic ones); refuse unknown names and wrong shapes."""
-    if not isinstance(init, Mapping):
-        raise TypeError(
-            f"`init` must be a dict of site values; got {type(init).__name__}. To start from a MAP fit, pass "
-            "init=exact_init(population, fit, draws, data)."
-        )
-    latent = {k: np.shape(s["value"]) for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
-    deterministic = {k for k, s in tr.items() if s["type"] == "deterministic"}
-    out = {}
-    for k, v in init.items():
-        if k in deterministic:
-            continue
-        if k not in latent:
-            raise ValueError(f"`init` names {k!r}, which is not a latent site of the exact model; its latent sites are {sorted(latent)}.")
-        v = jnp.asarray(v, jnp.float64)
-        if v.shape != latent[k]:
-            raise ValueError(f"`init[{k!r}]` has shape {v.shape}; site {k!r} has shape {latent[k]}.")
-        if not bool(jnp.all(jnp.isfinite(v))):
-            raise ValueError(f"`init[{k!r}]` is not finite; give finite starting values.")
-        out[k] = v
-    return out
-
-
-def _nonnegative_int(value, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}.")
-    return int(value)
-
-
-# ----------------------------------------------------------------------------- individual modes
-def _modes(model, designs, values, z0, max_iter: int, tol: float):
-    """Per-individual mode of log p(y_i | φ) + log p_train(φ) by L-BFGS from each start in `z0` `(N, S, k)`."""
-
-    def neg_log_post(phi, design, y):
-        return -(model.log_likelihood(phi, design, y) + model.prior_log_prob(phi))
-
-    def one(design, y, starts):
-        zs, vals, _, _ = jax.vmap(lambda z: _lbfgs(lambda p: neg_log_post(p, design, y), z, max_iter=max_iter, tol=tol))(starts)
-        ok = jnp.isfinite(vals) & jnp.all(jnp.isfinite(zs), axis=-1)
-        best = jnp.argmin(jnp.where(ok, vals, jnp.inf))
-        return jnp.where(ok[best], zs[best], starts[0])
-
-    return jax.vmap(one)(designs, values, z0)
-
-
-_modes_jit = eqx.filter_jit(_modes)
-
-
-def _individual_modes(model, data, key, *, num_starts: int, max_iter: int = 200, tol: float = 1e-8) -> Float[Array, "individuals k"]:
-    """Each individual's mode under the training prior (best of `num_starts` L-BFGS starts:
-    the prior's centre, then prior draws)."""
-    k_centre, k_starts = jax.random.split(key)
-    n = data.num_individuals
-    z0 = model.prior_sample(k_starts, (n, num_starts))
-    z0 = z0.at[:, 0].set(_prior_centre(model, k_centre))
-    return _modes_jit(model, model.designs_from_data(data), data.values, z0, int(max_iter), float(tol))
-
-
-# ----------------------------------------------------------------------------- public functions
-def exact_init(population, fit, draws: SurrogateDraws, data) -> dict[str, Array]:
+def exact_init(population, fit: MAPResult | Mapping, draws: SurrogateDraws, data: Dataset) -> dict[str, Array]:
     """Starting values for `fit_exact_nuts` from a MAP fit and the estimator's draws.
 
     Population sites start at the MAP. Each individual's sites start at the draw φ_ij
@@ -259,7 +122,7 @@ def exact_init(population, fit, draws: SurrogateDraws, data) -> dict[str, Array]
     **Arguments:**
 
     - `population`: the population program (the one `fit` was fitted with).
-    - `fit`: a [`MAPResult`][nlme_ppl.inference.map.MAPResult], or a dict of population site values.
+    - `fit`: a [`MAPResult`][nlme_ppl.MAPResult], or a dict of population site values.
     - `draws`: [`SurrogateDraws`][nlme_ppl.SurrogateDraws] of the same data, e.g. from
       [`prepare_draws`][nlme_ppl.prepare_draws].
     - `data`: the [`Dataset`][nlme_ppl.Dataset] (the population program's argument).
@@ -267,7 +130,7 @@ def exact_init(population, fit, draws: SurrogateDraws, data) -> dict[str, Array]
     **Returns:** a dict of site values (population sites and latent individual sites, by name)
     for `fit_exact_nuts(..., init=...)`.
     """
-    _check_data(data)
+    check_data(data)
     if not isinstance(draws, SurrogateDraws):
         raise TypeError(f"`draws` must be SurrogateDraws (from nlp.prepare_draws); got {type(draws).__name__}.")
     if draws.num_individuals != data.num_individuals:
@@ -290,8 +153,8 @@ def exact_init(population, fit, draws: SurrogateDraws, data) -> dict[str, Array]
 
 def fit_exact_nuts(
     population,
-    model,
-    data,
+    model: IndividualModel,
+    data: Dataset,
     key,
     *,
     num_chains: int = 4,
@@ -302,7 +165,7 @@ def fit_exact_nuts(
     init: Mapping | None = None,
     progress: bool = True,
     site: str = "obs",
-):
+) -> xr.DataTree:
     """Sample the exact hierarchical posterior p(θ, φ_1..N | D) with NumPyro NUTS.
 
     The same two programs as for `fit_nuts` are composed (see `exact_model`): the population
@@ -327,7 +190,7 @@ def fit_exact_nuts(
     **Arguments:**
 
     - `population`: a NumPyro program `population(data)` (e.g. `nlp.populations.gaussian(model)`).
-    - `model`: the [`IndividualModel`][nlme_ppl.models.IndividualModel] (not the estimator).
+    - `model`: the [`IndividualModel`][nlme_ppl.IndividualModel] (not the estimator).
     - `data`: a [`Dataset`][nlme_ppl.Dataset].
     - `key`: a JAX random key.
     - `num_chains`, `num_warmup`, `num_samples`, `target_accept_prob`: NUTS settings.
@@ -347,11 +210,11 @@ def fit_exact_nuts(
     individual's φ_i, so expect high Pareto k, and do not compare their sum with `fit_nuts`'s.
     """
     check_keys(key)
-    _check_model(model)
-    _check_data(data)
+    check_model(model)
+    check_data(data)
     num_chains = positive_int(num_chains, name="num_chains")
     num_samples = positive_int(num_samples, name="num_samples")
-    num_warmup = _nonnegative_int(num_warmup, name="num_warmup")
+    num_warmup = nonnegative_int(num_warmup, name="num_warmup")
     k_check, k_init, k_mcmc = jax.random.split(key, 3)
     n = data.num_individuals
     program = exact_model(population, model, site=site)
@@ -359,11 +222,11 @@ def fit_exact_nuts(
     _, sites = _individual_sites(tr, model.param_names, n)  # checked now, not deep inside NUTS
     if "phi" in tr and "phi" not in sites:
         raise ValueError("the population program has a site named 'phi' outside the individual parameters; the output uses 'phi' for the individual parameters: rename that site.")
-    _check_masking(model, data, _prior_centre(model, k_check))
+    check_masking(model, data, prior_centre(model, k_check))
     if init is None:
         init = _default_init(population, model, data, sites, k_init)
-    init = _check_init(init, tr)
-    samples, stats, chain_method = _run_nuts(
+    init = check_init(init, tr)
+    samples, stats, chain_method = run_nuts(
         program, k_mcmc, data, init=init, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
         target_accept_prob=target_accept_prob, chain_method=chain_method, progress=progress,
     )  # fmt: skip
@@ -371,7 +234,7 @@ def fit_exact_nuts(
     phi = phi.reshape(num_chains, num_samples, n, model.num_params)
     loglik = loglik.reshape(num_chains, num_samples, n)
     posterior = {k: v for k, v in samples.items() if k not in sites}
-    from ..io.arviz import to_datatree
+    from ._datatree import to_datatree  # imports arviz: only when a tree is built
 
     attrs = {"inference": "exact hierarchical NUTS", "chain_method": chain_method}
     tree = to_datatree(population, posterior, loglik, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
@@ -379,7 +242,7 @@ def fit_exact_nuts(
 
 
 def _default_init(population, model, data, sites, key) -> dict:
-    modes = model.canonicalize(_individual_modes(model, data, key, num_starts=4))
+    modes = model.canonicalize(individual_modes(model, data, key, num_starts=4))
     init = {}
     if hasattr(population, "init_values"):
         init.update(population.init_values(modes[:, None, :]))
@@ -407,8 +270,6 @@ def _pointwise(population, model, site, data, samples):
 
 def _add_phi(tree, phi, param_names, ids):
     """Add the individual parameters to the posterior group, dims `(chain, draw, individual, param)`."""
-    import xarray as xr
-
     post = tree["posterior"].to_dataset()
     dim = "param"
     if dim in post.coords and list(post.coords[dim].values) != list(param_names):
@@ -422,74 +283,3 @@ def _add_phi(tree, phi, param_names, ids):
     return tree
 
 
-def fit_exact_individual(
-    model,
-    data,
-    key,
-    *,
-    index: int | str = 0,
-    num_chains: int = 2,
-    num_warmup: int = 500,
-    num_samples: int = 1000,
-    symmetrize: bool = False,
-    chain_method: str | None = None,
-    progress: bool = False,
-) -> Float[np.ndarray, "draws k"]:
-    """The exact posterior of one individual under the training prior, by NUTS.
-
-    Runs NumPyro NUTS on the model's own program, `model.fn(design, obs=y)`, with the design and
-    observations of one individual of `data`: the posterior p(φ | y_i) ∝ p_train(φ) p(y_i | φ)
-    that an estimator approximates. It is the reference for individual posteriors (e.g. C2ST
-    against the estimator's draws). Chains start at the individual's mode (best of 8 L-BFGS
-    starts: the prior's centre and prior draws).
-
-    For a model with `exchangeable` parameters the posterior has one mode per labelling, and
-    NUTS usually stays in one of them. With `symmetrize=True` each draw's exchangeable group is
-    permuted uniformly at random (`model.symmetrize`), which gives the exact symmetric posterior,
-    the one the estimator samples. Without exchangeable groups it changes nothing.
-
-    **Arguments:**
-
-    - `model`: an [`IndividualModel`][nlme_ppl.models.IndividualModel].
-    - `data`: a [`Dataset`][nlme_ppl.Dataset].
-    - `key`: a JAX random key.
-    - `index`: the individual, by row (int) or id (str).
-    - `num_chains`, `num_warmup`, `num_samples`: NUTS settings.
-    - `symmetrize`: permute exchangeable groups at random (see above).
-    - `chain_method`: as in `fit_exact_nuts`.
-    - `progress`: show NumPyro's progress bar.
-
-    **Returns:** a NumPy array `(num_chains * num_samples, k)`, columns in `model.param_names` order.
-    """
-    check_keys(key)
-    _check_model(model)
-    _check_data(data)
-    num_chains = positive_int(num_chains, name="num_chains")
-    num_samples = positive_int(num_samples, name="num_samples")
-    num_warmup = _nonnegative_int(num_warmup, name="num_warmup")
-    row = _row(data, index)
-    one = data.subset(slice(row, row + 1))
-    k_init, k_mcmc, k_sym = jax.random.split(key, 3)
-    _check_masking(model, one, _prior_centre(model, k_init))
-    mode = _individual_modes(model, one, k_init, num_starts=8)[0]
-    design = jax.tree.map(lambda x: x[0], model.designs_from_data(one))
-    init = {p: mode[j] for j, p in enumerate(model.param_names)}
-    samples, _, _ = _run_nuts(
-        model.fn, k_mcmc, design, init=init, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
-        target_accept_prob=0.8, chain_method=chain_method, progress=progress, obs=one.values[0],
-    )  # fmt: skip
-    out = np.stack([samples[p].reshape(-1) for p in model.param_names], axis=-1)
-    if symmetrize:
-        out = np.asarray(model.symmetrize(k_sym, out))
-    return out
-
-
-def _row(data, index) -> int:
-    n = data.num_individuals
-    if isinstance(index, str):
-        if index not in data.ids:
-            raise ValueError(f"no individual with id {index!r}; ids are {list(data.ids[:5])}{' ...' if n > 5 else ''}.")
-        return data.ids.index(index)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
-        raise ValueError(f"`index` must be a row in [0, {n}) or an individual id; got {index!r}.")
-    return int(index)

@@ -8,18 +8,21 @@ import xarray as xr
 from numpyro.infer.util import log_likelihood
 
 from .._validate import check_keys, positive_int
-from ..likelihood import amortize, prepare_draws, wants_cross_products
+from ..data import Dataset
+from ..likelihood import prepare_draws, wants_cross_products
+from ._diagnose import diagnose_fit
 from ._mcmc import run_nuts
+from ._objective import surrogate_model
+from ._result import MAPResult
 from .map import fit_map_draws
 
 __all__ = ["fit_nuts"]
 
 
-
 def fit_nuts(
     population,
     posterior,
-    data,
+    data: Dataset,
     key,
     *,
     num_draws: int = 100,
@@ -29,15 +32,15 @@ def fit_nuts(
     target_accept_prob: float = 0.8,
     chain_method: str | None = None,
     init_map: bool = True,
-    init=None,
+    init: MAPResult | None = None,
     progress: bool = True,
     site: str = "obs",
     diagnose: bool = True,
-):
+) -> xr.DataTree:
     """Sample the population posterior with NumPyro NUTS over the amortized surrogate.
 
     The draws φ_ij ~ q(φ | y_i) are taken once (`num_draws` per individual) and passed to the
-    sampler as an input. Chains start at `init` (a [`MAPResult`][nlme_ppl.inference.map.MAPResult] you
+    sampler as an input. Chains start at `init` (a [`MAPResult`][nlme_ppl.MAPResult] you
     already have), else at the MAP found on the same draws (`init_map=True`, recommended: a
     MAP start keeps step sizes sane at large N), else at NumPyro's default.
 
@@ -64,7 +67,7 @@ def fit_nuts(
     num_chains = positive_int(num_chains, name="num_chains")
     k_draws, k_map, k_mcmc = jax.random.split(key, 3)
     draws = prepare_draws(posterior, data, k_draws, num_draws=positive_int(num_draws, name="num_draws"), cross=wants_cross_products(population))
-    surrogate = amortize(population, site=site)  # the draws are a model argument
+    surrogate = surrogate_model(population, site)  # the draws are a model argument
     if init is None and init_map:
         init = fit_map_draws(population, draws, data, k_map, num_starts=4, site=site)
     init = {} if init is None else {k: v for k, v in init.site_values.items() if k != "corr"}
@@ -75,29 +78,12 @@ def fit_nuts(
     flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}
     ll = log_likelihood(surrogate, flat, data, draws=draws)[site]
     ll = np.asarray(ll).reshape(num_chains, num_samples, -1)
-    from ..io.arviz import to_datatree
+    from ._datatree import to_datatree  # imports arviz: only when a tree is built
 
     attrs = {"inference": "NUTS over the amortized surrogate", "num_draws_per_individual": int(num_draws), "chain_method": chain_method}
     tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
     if diagnose:
-        tree["surrogate_diagnostics"] = _diagnose(population, posterior, draws, data, flat, stats["lp"], k_draws)
+        best = int(np.argmax(np.asarray(stats["lp"]).reshape(-1)))  # the posterior draw of highest density
+        checks = diagnose_fit(population, posterior, draws, {k: v[best] for k, v in flat.items()}, data, k_draws)
+        tree["surrogate_diagnostics"] = checks.to_dataset(data.ids)
     return tree
-
-
-def _diagnose(population, posterior, draws, data, flat, lp, key) -> xr.Dataset:
-    """Importance-weight and fixed-parameter checks at the posterior draw of highest density, and the outlier check."""
-    from ..diagnostics import importance_from_fit
-    from .map import check_fixed, check_outliers
-
-    best = int(np.argmax(np.asarray(lp).reshape(-1)))
-    params = {k: v[best] for k, v in flat.items()}
-    importance = importance_from_fit(population, draws, params, data)
-    importance.warn(stacklevel=4)
-    out = {"pareto_k": ("individual", np.asarray(importance.pareto_k)), "ess": ("individual", np.asarray(importance.ess))}
-    outliers = check_outliers(posterior, data, key, stacklevel=5)
-    if outliers is not None:
-        out["summary_distance"] = ("individual", np.asarray(outliers.distance))
-        out["summary_tail_prob"] = ("individual", np.asarray(outliers.tail_prob))
-    widths = check_fixed(population, posterior, draws, params, data, stacklevel=5)
-    attrs = {f"fixed_posterior_over_prior_sd_{n}": r for n, r in widths.items()}
-    return xr.Dataset(out, coords={"individual": list(data.ids)}, attrs=attrs)

@@ -19,6 +19,7 @@ import pytest
 from scipy import stats
 
 import nlme_ppl as nlp
+from tests.linear_gaussian import conjugate_posterior
 from nlme_ppl.diagnostics import (
     SBCResult,
     posterior_contraction_and_zscores,
@@ -52,12 +53,7 @@ def linear_gaussian_model():
 
 def exact_posterior(data):
     """Closed-form posterior mean `(N, 2)` and covariance `(N, 2, 2)` given a Dataset."""
-    t, y, m = (np.asarray(x, dtype=np.float64) for x in (data.times, data.values, data.mask))
-    X = np.stack([np.ones_like(t), t], axis=-1) * m[..., None]  # padded rows are zero
-    prec = np.diag(PRIOR_SD**-2.0) + np.einsum("ntk,ntl->nkl", X, X)
-    cov = np.linalg.inv(prec)
-    mean = np.einsum("nkl,nl->nk", cov, np.einsum("ntk,nt->nk", X, y * m))
-    return mean, cov
+    return conjugate_posterior(data.times, data.values, data.mask, prior_sd=PRIOR_SD, sigma=1.0)
 
 
 class FakePosterior:

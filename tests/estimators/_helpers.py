@@ -8,6 +8,7 @@ import numpyro
 import numpyro.distributions as dist
 
 import nlme_ppl as nlp
+from tests.linear_gaussian import conjugate_posterior
 from nlme_ppl.estimators import AmortizedPosterior, InputScaling, TrainConfig, TrainingHistory
 from nlme_ppl.estimators._posterior import build_networks
 
@@ -27,13 +28,7 @@ def linear_model(name="linear_test"):
 
 def exact_posterior(times, values, mask):
     """Mean `(N, 2)` and covariance `(N, 2, 2)` of p(a, b | y) for each individual."""
-    means, covs = [], []
-    for t, y, m in zip(np.asarray(times), np.asarray(values), np.asarray(mask)):
-        X = np.stack([np.ones(m.sum()), t[m]], -1)
-        cov = np.linalg.inv(np.eye(2) + X.T @ X / SIGMA**2)
-        means.append(cov @ X.T @ y[m] / SIGMA**2)
-        covs.append(cov)
-    return np.array(means), np.array(covs)
+    return conjugate_posterior(times, values, mask, prior_sd=1.0, sigma=SIGMA)
 
 
 SMALL = TrainConfig(

@@ -203,7 +203,8 @@ def test_sample_and_log_prob_match_the_straightforward_path(post, which):
         p = nlp.pretrained("frohlich_simple")
         with jax.enable_x64(False):
             assert _fast_coupling(p.flow, jnp.zeros((1, p.config.summary_dim))) is not None
-        phi = nlp.demo.sample_population(p.model, jax.random.key(0), 4)
+        pop = nlp.populations.gaussian(p.model, fixed=("offset", "sigma"))
+        phi = nlp.simulate_population(pop, nlp.demo.DEMO_TRUTH, jax.random.key(0), num_individuals=4)
         data = nlp.simulate_data(p.model, phi, jax.random.key(1))
     key = jax.random.key(11)
     draws = p.sample(data, key, num_draws=40, chunk_size=3)  # a padded last chunk

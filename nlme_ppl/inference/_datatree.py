@@ -6,7 +6,7 @@ import arviz as az
 import numpy as np
 import xarray as xr
 
-from ..inference._labels import arviz_dims
+from ._labels import arviz_dims
 
 __all__ = ["to_datatree"]
 

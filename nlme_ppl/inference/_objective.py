@@ -1,0 +1,113 @@
+"""The objective of a population fit: the negative log posterior of the amortized surrogate in
+unconstrained coordinates, built once per fit and used by every step of it (starts, L-BFGS,
+rescoring on fresh draws, standard errors, pointwise log-likelihood).
+
+The draws and the data are *arguments*, never fields: the compiled programs below are cached
+across fits of the same population with the same shapes and options, and never embed the
+N·M·k draws.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Bool, Float, Int
+from numpyro.infer.util import constrain_fn, initialize_model, log_density, log_likelihood
+
+from ..data import Dataset
+from ..likelihood import SurrogateDraws, amortize
+from ._optimize import lbfgs
+
+__all__ = ["Objective", "surrogate_model"]
+
+
+@functools.lru_cache(maxsize=64)
+def surrogate_model(population, site: str):
+    """`amortize(population, site=site)`, the surrogate taking its draws as a keyword argument,
+    one object per (population, site), so that jitted code keyed on it is reused."""
+    return amortize(population, site=site)
+
+
+class Objective(eqx.Module):
+    """The negative log posterior of the surrogate, without the change-of-variables Jacobian
+    (its optimum is the mode in the model's own parametrisation), as a function of the
+    unconstrained population parameters `z` (flattened as `template`).
+
+    **Fields:**
+
+    - `population`: the population program.
+    - `site`: the name of the surrogate's likelihood factor.
+    - `template`: unconstrained site values (their structure and shapes give `z`'s layout).
+    """
+
+    population: Any = eqx.field(static=True)
+    site: str = eqx.field(static=True)
+    template: dict
+
+    @classmethod
+    def build(cls, population, draws: SurrogateDraws, data: Dataset, key, *, site: str = "obs") -> tuple["Objective", Any]:
+        """The objective, and NumPyro's `postprocess_fn` (unconstrained values -> constrained
+        site values, deterministic sites included), from a run of the program on `(draws, data)`."""
+        surrogate = surrogate_model(population, site)
+        info = initialize_model(key, surrogate, model_args=(data,), model_kwargs={"draws": draws}, dynamic_args=False)
+        return cls(population, site, info.param_info.z), info.postprocess_fn
+
+    @property
+    def surrogate(self):
+        return surrogate_model(self.population, self.site)
+
+    @property
+    def size(self) -> int:
+        return int(ravel_pytree(self.template)[0].shape[0])
+
+    def unravel(self, z: Float[Array, " d"]) -> dict:
+        return ravel_pytree(self.template)[1](z)
+
+    def ravel(self, values: dict) -> Float[Array, " d"]:
+        return ravel_pytree(values)[0]
+
+    def __call__(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, ""]:
+        kwargs = {"draws": draws}
+        params = constrain_fn(self.surrogate, (data,), kwargs, self.unravel(z))
+        return -log_density(self.surrogate, (data,), kwargs, params)[0]
+
+    def pointwise(self, site_values: dict, draws: SurrogateDraws, data: Dataset) -> Float[Array, " individuals"]:
+        """The per-individual surrogate log-likelihood terms at constrained `site_values`."""
+        return log_likelihood(self.surrogate, site_values, data, draws=draws, batch_ndims=0)[self.site]
+
+    # -------------------------------------------------------------- compiled steps
+    @eqx.filter_jit
+    def minimise(
+        self, z0: Float[Array, "starts d"], precond: Float[Array, "d d"], draws: SurrogateDraws, data: Dataset, max_iter: int, tol: float
+    ) -> tuple[Float[Array, "starts d"], Float[Array, " starts"], Bool[Array, " starts"], Int[Array, " starts"]]:
+        """L-BFGS from every start (under `vmap`), in coordinates whitened by `precond`."""
+
+        def run(z):
+            u, value, converged, iters = lbfgs(lambda u: self(z + precond @ u, draws, data), jnp.zeros_like(z), max_iter=max_iter, tol=tol)
+            return z + precond @ u, value, converged, iters
+
+        return jax.vmap(run)(z0)
+
+    @eqx.filter_jit
+    def values(self, zs: Float[Array, "starts d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, " starts"]:
+        return jax.vmap(lambda z: self(z, draws, data))(zs)
+
+    @eqx.filter_jit
+    def hessian(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, "d d"]:
+        return jax.hessian(lambda zz: self(zz, draws, data))(z)
+
+    def start_hessian(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset, *, max_individuals: int = 1000) -> Float[Array, "d d"]:
+        """The Hessian at the start, for the preconditioner only: on an evenly spaced subset of
+        at most `max_individuals` individuals, scaled by N / n (the likelihood's curvature is a
+        sum over individuals), which is accurate enough for whitening and 10x cheaper at N = 10,000."""
+        n = draws.num_individuals
+        if n <= max_individuals:
+            return self.hessian(z, draws, data)
+        idx = np.linspace(0, n - 1, max_individuals).round().astype(int)
+        return self.hessian(z, draws.subset(idx), data.subset(idx)) * (n / max_individuals)

@@ -1,0 +1,120 @@
+"""The result of a MAP fit, and the parameter table every engine prints."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import numpy as np
+import pandas as pd
+
+__all__ = ["MAPResult", "parameter_table"]
+
+
+class MAPResult(eqx.Module):
+    """The result of [`fit_map`][nlme_ppl.fit_map].
+
+    **Fields:**
+
+    - `params`: population parameters by label (`mean[delta]`, `sd[delta]`, `corr[a,b]`).
+    - `stderr`: standard errors by label, from the inverse Hessian of the negative log posterior
+      (in unconstrained space, mapped by the delta method); NaN where the Hessian is not
+      positive definite.
+    - `site_values`: the constrained values of each population site (arrays).
+    - `losses`: `(num_starts,)` final negative log posterior of each start (on the draws it was fitted to).
+    - `rescored`: negative log posterior of the best starts on fresh draws (NaN for the others).
+    - `converged`: `(num_starts,)` whether the gradient-norm criterion was met within `max_iter`.
+    - `iterations`: `(num_starts,)` L-BFGS iterations used.
+    - `best`: index of the chosen start.
+    - `log_likelihood`: surrogate population log-likelihood at the estimate, relative to the
+      training prior's marginal likelihood of the same data (see `nlme_ppl.likelihood`).
+    - `pointwise`: `(N,)` per-individual terms of `log_likelihood`.
+    - `importance`: the surrogate-quality check at the estimate (PSIS Pareto k and ESS of each
+      individual's importance weights; an
+      [`ImportanceDiagnostics`][nlme_ppl.diagnostics.ImportanceDiagnostics]), or None with `diagnose=False`.
+    - `outliers`: the summary-space check of the data against the training simulations (an
+      [`OutlierDiagnostics`][nlme_ppl.diagnostics.OutlierDiagnostics]), or None.
+    - `fixed_widths`: for each parameter without random effect, the median over individuals of
+      the estimator's posterior SD over the training prior's (near 1: the individual posteriors
+      barely inform it, see [Diagnostics](guide/diagnostics.md#parameters-without-random-effect)), or None.
+    """
+
+    params: dict[str, float]
+    stderr: dict[str, float]
+    site_values: dict
+    losses: np.ndarray
+    rescored: np.ndarray
+    converged: np.ndarray
+    iterations: np.ndarray
+    best: int
+    log_likelihood: float
+    pointwise: np.ndarray
+    ids: tuple[str, ...] = eqx.field(static=True)
+    population: object = eqx.field(static=True)
+    importance: object = None
+    outliers: object = None
+    fixed_widths: dict | None = None
+
+    def table(self, truth: dict[str, float] | None = None) -> pd.DataFrame:
+        """Estimates with standard errors, back-transformed values and CV%.
+
+        `value` is exp(estimate) for `mean[...]` rows (the median on the natural scale of a
+        log-scale parameter); `cv_percent` is 100·sqrt(exp(sd²) - 1) for `sd[...]` rows.
+        With `truth` (by label), adds `truth` and `error` columns.
+        """
+        return parameter_table(self.params, self.stderr, truth)
+
+    def diagnostics_table(self) -> pd.DataFrame:
+        """Per-individual surrogate checks, indexed by id: `pareto_k`, `ess`, `ess_fraction` and
+        `flag` of the importance weights, and `summary_distance`, `summary_tail_prob`,
+        `outlier` of the summary-space check (empty without `diagnose`)."""
+        parts = []
+        if self.importance is not None:
+            parts.append(self.importance.table())
+        if self.outliers is not None:
+            parts.append(self.outliers.table().rename(columns={"distance": "summary_distance", "tail_prob": "summary_tail_prob", "flag": "outlier"}))
+        return pd.concat(parts, axis=1) if parts else pd.DataFrame(index=pd.Index(self.ids, name="id"))
+
+    def diagnostics_summary(self) -> dict:
+        """A JSON-able summary of the surrogate checks (counts, worst values, flagged ids)."""
+        out = {}
+        if self.importance is not None:
+            k = np.asarray(self.importance.pareto_k)
+            out["pareto_k_above_0.7"] = int(np.sum(k > 0.7))
+            out["pareto_k_max"] = float(np.max(k))
+            out["ess_median"] = float(np.median(self.importance.ess))
+            out["num_draws"] = int(self.importance.num_draws)
+            out["high_k_ids"] = list(self.importance.bad())
+        if self.outliers is not None:
+            out["summary_outlier_ids"] = list(self.outliers.bad(2.0))
+        if self.fixed_widths:
+            out["fixed_posterior_over_prior_sd"] = dict(self.fixed_widths)
+        return out
+
+    def to_arviz(self, data=None):
+        """The estimate as an ArviZ DataTree with one chain of one draw (plus log-likelihood)."""
+        from ._datatree import to_datatree
+
+        posterior = {k: np.asarray(v)[None, None] for k, v in self.site_values.items()}
+        loglik = np.asarray(self.pointwise)[None, None]
+        return to_datatree(self.population, posterior, loglik, ids=self.ids, data=data)
+
+    def __repr__(self) -> str:
+        return f"MAPResult(best start {self.best}, converged={bool(self.converged[self.best])}, loglik={self.log_likelihood:.3f})\n{self.table()}"
+
+
+def parameter_table(params: dict, stderr: dict | None = None, truth: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for label, est in params.items():
+        row = {"parameter": label, "estimate": est}
+        if stderr is not None:
+            se = stderr.get(label, np.nan)
+            row["se"] = se
+            row["rse_percent"] = 100 * abs(se / est) if est != 0 else np.nan
+        row["value"] = math.exp(est) if label.startswith("mean[") else np.nan
+        row["cv_percent"] = 100 * math.sqrt(math.expm1(est**2)) if label.startswith("sd[") else np.nan
+        if truth is not None:
+            row["truth"] = truth.get(label, np.nan)
+            row["error"] = est - row["truth"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("parameter")
