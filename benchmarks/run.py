@@ -45,6 +45,8 @@ import numpy as np  # noqa: E402
 import nlme_ppl as nlp  # noqa: E402
 from nlme_ppl.demo import DEMO_MEAN_PRIOR, DEMO_TRUTH, sample_truth_table  # noqa: E402
 from nlme_ppl.inference import map as _map  # noqa: E402
+from nlme_ppl.inference._objective import Objective, surrogate_model  # noqa: E402
+from nlme_ppl.inference._optimize import preconditioner  # noqa: E402
 
 from accuracy import bench_accuracy  # noqa: E402  (benchmarks/accuracy.py, beside this script)
 
@@ -103,9 +105,10 @@ def bench_p1(model, post, quick):
         fit, t = _timed(_map.fit_map_draws, pop, draws, data, key, num_starts=1)
         times.append(t)
     # the same objective, start and unconstrained coordinates for scipy
-    template, _ = _map._template(pop, draws, data, jax.random.key(0), "obs")
-    z0 = np.asarray(_map._starts(pop, data, draws, jax.random.split(key)[1], 1, 0.5, template, "obs")[0])
-    value = jax.jit(lambda z, d: _map._neg_log_post(pop, "obs", d, data, template, z))
+    objective, _ = Objective.build(pop, draws, data, jax.random.key(0), site="obs")
+    template = objective.template
+    z0 = np.asarray(_map._starts(objective, draws, jax.random.split(key)[1], 1, 0.5, (draws, data))[0])
+    value = jax.jit(lambda z, d: objective(z, d, data))
     value(jnp.asarray(z0), draws).block_until_ready()
     evals = [0]
 
@@ -117,11 +120,11 @@ def bench_p1(model, post, quick):
     res = minimize(f, z0, method="L-BFGS-B", options={"maxiter": 1000, "maxfun": 100_000})
     t_fd = time.perf_counter() - t0
     # the optimiser alone (what the scipy run does): L-BFGS from the same start, Hessian-whitened
-    precond = _map._preconditioner(_map._start_hessian(pop, "obs", draws, data, template, jnp.asarray(z0)))
-    lbfgs = lambda: jax.block_until_ready(_map._run_lbfgs(pop, "obs", draws, data, template, jnp.asarray(z0)[None], precond, 500, 1e-8))  # noqa: E731
+    precond = preconditioner(objective.start_hessian(jnp.asarray(z0), draws, data))
+    lbfgs = lambda: jax.block_until_ready(objective.minimise(jnp.asarray(z0)[None], precond, draws, data, 500, 1e-8))  # noqa: E731
     lbfgs()
     t_opt = min(_timed(lbfgs)[1] for _ in range(3))
-    t_hess = min(_timed(lambda: jax.block_until_ready(_map._start_hessian(pop, "obs", draws, data, template, jnp.asarray(z0))))[1] for _ in range(3))
+    t_hess = min(_timed(lambda: jax.block_until_ready(objective.start_hessian(jnp.asarray(z0), draws, data)))[1] for _ in range(3))
     fit_z = _flat_z(fit, pop, draws, data, template)
     best = float(value(fit_z, draws))
     return {
@@ -152,7 +155,7 @@ def _flat_z(fit, pop, draws, data, template):
     from numpyro.infer.util import unconstrain_fn
 
     sites = {k: v for k, v in fit.site_values.items() if k in template}
-    return ravel_pytree(unconstrain_fn(nlp.amortize(pop, draws), (data,), {}, sites))[0]
+    return ravel_pytree(unconstrain_fn(surrogate_model(pop, "obs"), (data,), {"draws": draws}, sites))[0]
 
 
 # ----------------------------------------------------------------------------- P2
@@ -248,9 +251,9 @@ def bench_p7(model, post, quick):
     from nlme_ppl.likelihood import _Surrogate
 
     def time_vg(pop, draws):
-        template, _ = _map._template(pop, draws, data, key, "obs")
-        z = ravel_pytree(template)[0]
-        vg = jax.jit(jax.value_and_grad(lambda zz, d: _map._neg_log_post(pop, "obs", d, data, template, zz)))
+        objective, _ = Objective.build(pop, draws, data, key, site="obs")
+        z = ravel_pytree(objective.template)[0]
+        vg = jax.jit(jax.value_and_grad(lambda zz, d: objective(zz, d, data)))
         jax.block_until_ready(vg(z, draws))
         best = np.inf
         for _ in range(5):

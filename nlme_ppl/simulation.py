@@ -19,6 +19,7 @@ import numpyro
 from jaxtyping import Array, Bool, Float, PyTree
 from tqdm.auto import tqdm
 
+from ._sites import SiteReader
 from ._validate import check_covariates, check_keys, check_observations, normalise_ids, positive_int
 from .data import Dataset, Doses
 from .models import IndividualModel
@@ -311,18 +312,7 @@ def _claimed_sites(population, values, frame, names, key) -> dict[str, tuple[str
     site with `infer={"individual_params": names}`."""
     program = numpyro.handlers.substitute(numpyro.handlers.seed(population, key), data=values)
     trace = numpyro.handlers.trace(program).get_trace(frame)
-    claims = {}
-    for site, msg in trace.items():
-        if msg["type"] != "sample":
-            continue
-        claimed = (msg.get("infer") or {}).get("individual_params")
-        if claimed is not None or site in names:
-            claims[site] = tuple(claimed) if claimed is not None else (site,)
-    missing = [name for name in names if not any(name in c for c in claims.values())]
-    if missing:
-        raise ValueError(
-            f"the population program declares no site for the individual parameter(s) {missing}: add "
-            "numpyro.sample(name, ...) inside numpyro.plate('individuals', N) for each, or one vector site "
-            "with infer={'individual_params': names}."
-        )
+    reader = SiteReader(names)
+    claims = {site: claimed for site, msg in trace.items() if (claimed := reader.claim(msg)) is not None}
+    reader.check_complete()
     return claims

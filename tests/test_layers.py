@@ -13,14 +13,14 @@ PACKAGE = ROOT / "nlme_ppl"
 
 # lowest first; a module may import only from its own layer or the layers before it
 LAYERS: list[tuple[str, ...]] = [
-    ("nlme_ppl._validate", "nlme_ppl._version"),
+    ("nlme_ppl._validate", "nlme_ppl._version", "nlme_ppl._sites"),  # shared checks; _sites reads population sites
     ("nlme_ppl.data",),
     ("nlme_ppl.io.serialization",),  # the estimator-archive format and the backend registry
     ("nlme_ppl.models",),
     ("nlme_ppl.designs",),
     ("nlme_ppl.simulation",),
     ("nlme_ppl.estimators", "nlme_ppl.backends"),  # a backend is an estimator, reached only by the registry
-    ("nlme_ppl.likelihood", "nlme_ppl._sites"),
+    ("nlme_ppl.likelihood",),
     ("nlme_ppl.populations",),
     ("nlme_ppl.diagnostics",),
     ("nlme_ppl.inference",),

@@ -174,7 +174,7 @@ def test_simulate_population_refuses():
         with numpyro.plate("individuals", data.num_individuals):
             numpyro.sample("ka", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match=r"declares no site for the individual parameter\(s\) \['CL'\]"):
+    with pytest.raises(ValueError, match=r"declares no site for individual parameter\(s\) \['CL'\]"):
         nlp.simulate_population(only_ka, {}, jax.random.key(0), num_individuals=3, param_names=("ka", "CL"))
     with pytest.raises(TypeError, match="pass `param_names=`"):
         nlp.simulate_population(only_ka, {}, jax.random.key(0), num_individuals=3)

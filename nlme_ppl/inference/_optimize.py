@@ -3,8 +3,9 @@ whitening preconditioner of the population fits.
 
 Used by `fit_map` (population parameters, under `vmap` over starts) and by the exact baseline
 (each individual's mode under the training prior). `optimistix.minimise` with `optx.LBFGS` /
-`optx.BFGS` was measured against this loop on the same objective (docs/guide/inference.md,
-"The optimiser"); the loop is kept where it was faster or reached a lower objective.
+`optx.BFGS` was measured against this loop on the same objective (`benchmarks/optimiser.py`,
+docs/guide/inference.md "The optimiser"): all reach the same optimum, and at N = 5,000 the
+loop was 2.4x faster than `optx.LBFGS` and 1.2x faster than `optx.BFGS`, so it is kept.
 """
 
 from __future__ import annotations
