@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SiteReader", "missing_sites_error", "site_columns"]
+__all__ = ["SiteReader", "check_factor_name", "missing_sites_error", "site_columns"]
 
 
 def missing_sites_error(missing: Sequence[str]) -> ValueError:
@@ -26,6 +26,16 @@ def missing_sites_error(missing: Sequence[str]) -> ValueError:
         "for a parameter without random effect), or one vector site with "
         "infer={'individual_params': names}."
     )
+
+
+def check_factor_name(site: str, names) -> None:
+    """Refuse a likelihood factor named `site` when the population program already has a site of
+    that name (`names`: the names of its sites)."""
+    if site in names:
+        raise ValueError(
+            f"the population program has a site named {site!r}, the name of the likelihood factor; "
+            "pass site=... with another name (e.g. site='loglik'), or rename that site."
+        )
 
 
 class SiteReader:

@@ -23,7 +23,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.primitives import Messenger
 
-from ._sites import SiteReader, missing_sites_error
+from ._sites import SiteReader, check_factor_name, missing_sites_error
 
 __all__ = ["SurrogateDraws", "amortize", "log_weights", "prepare_draws"]
 
@@ -151,6 +151,7 @@ class _Surrogate(Messenger):
         super().__init__()
         self.draws = draws
         self.sites = SiteReader(draws.param_names)
+        self.names: set[str] = set()  # every sample and deterministic site of the program
         self.fixed: list[str] = []  # parameters whose population distribution is a Delta (no random effect)
         n, k = draws.num_individuals, draws.num_params
         self.coef = jnp.zeros((n, draws.stats.shape[-1]), jnp.float64)
@@ -176,6 +177,8 @@ class _Surrogate(Messenger):
         self.generic = lp if self.generic is None else self.generic + lp
 
     def process_message(self, msg):
+        if msg["type"] in ("sample", "deterministic"):
+            self.names.add(msg["name"])
         names = self.sites.claim(msg)
         if names is None:
             return
@@ -369,6 +372,7 @@ def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "ob
         with handler:
             out = population(*args, **kwargs)
         handler.sites.check_complete()
+        check_factor_name(site, handler.names)
         numpyro.factor(site, handler.log_sum_weights() - math.log(draws.num_draws))
         return out
 

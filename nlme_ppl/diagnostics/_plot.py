@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -37,6 +37,7 @@ class MAPResult(eqx.Module):
     - `fixed_widths`: for each parameter without random effect, the median over individuals of
       the estimator's posterior SD over the training prior's (near 1: the individual posteriors
       barely inform it, see [Diagnostics](guide/diagnostics.md#parameters-without-random-effect)), or None.
+    - `site`: the name of the surrogate's likelihood factor (the `log_likelihood` variable of `to_arviz`).
     """
 
     params: dict[str, float]
@@ -54,6 +55,7 @@ class MAPResult(eqx.Module):
     importance: object = None
     outliers: object = None
     fixed_widths: dict | None = None
+    site: str = eqx.field(static=True, default="obs")
 
     def table(self, truth: dict[str, float] | None = None) -> pd.DataFrame:
         """Estimates with standard errors, back-transformed values and CV%.
@@ -97,7 +99,7 @@ class MAPResult(eqx.Module):
 
         posterior = {k: np.asarray(v)[None, None] for k, v in self.site_values.items()}
         loglik = np.asarray(self.pointwise)[None, None]
-        return to_datatree(self.population, posterior, loglik, ids=self.ids, data=data)
+        return to_datatree(self.population, posterior, loglik, ids=self.ids, data=data, site=self.site)
 
     def __repr__(self) -> str:
         return f"MAPResult(best start {self.best}, converged={bool(self.converged[self.best])}, loglik={self.log_likelihood:.3f})\n{self.table()}"

@@ -19,7 +19,7 @@ import numpyro
 import xarray as xr
 from jaxtyping import Array
 
-from .._sites import SiteReader, site_columns
+from .._sites import SiteReader, check_factor_name, site_columns
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..likelihood import SurrogateDraws, log_weights
@@ -64,6 +64,7 @@ def _compose(population, model, site, data):
     with numpyro.handlers.trace() as tr:
         population(data)
     phi, _ = _individual_sites(tr, model.param_names, data.num_individuals)
+    check_factor_name(site, tr)
     with numpyro.handlers.block():  # the individual program's own sites stay private
         loglik = jax.vmap(model.log_likelihood)(phi, model.designs_from_data(data), data.values)
     numpyro.factor(site, loglik)
@@ -143,12 +144,7 @@ def exact_init(population, fit: MAPResult | Mapping, draws: SurrogateDraws, data
     handled = numpyro.handlers.substitute(numpyro.handlers.seed(population, 0), data=population_params)
     tr = numpyro.handlers.trace(handled).get_trace(data)
     _, sites = _individual_sites(tr, draws.param_names, data.num_individuals)
-    out = {k: jnp.asarray(v) for k, v in population_params.items()}
-    for name, (names, observed, scalar) in sites.items():
-        if not observed:
-            value = phi[:, jnp.array([draws.param_names.index(p) for p in names])]
-            out[name] = value[:, 0] if scalar else value
-    return out
+    return {**{k: jnp.asarray(v) for k, v in population_params.items()}, **_latent_values(sites, phi, draws.param_names)}
 
 
 def fit_exact_nuts(
@@ -243,14 +239,19 @@ def fit_exact_nuts(
 
 def _default_init(population, model, data, sites, key) -> dict:
     modes = model.canonicalize(individual_modes(model, data, key, num_starts=4))
-    init = {}
-    if hasattr(population, "init_values"):
-        init.update(population.init_values(modes[:, None, :]))
+    init = dict(population.init_values(modes[:, None, :])) if hasattr(population, "init_values") else {}
+    return {**init, **_latent_values(sites, modes, model.param_names)}
+
+
+def _latent_values(sites, phi, param_names) -> dict[str, Array]:
+    """The values of the latent individual sites (those of `_individual_sites`) for individual
+    parameters `phi` `(N, k)` in `param_names` order: `(N,)` for a scalar site, else `(N, j)`."""
+    out = {}
     for name, (names, observed, scalar) in sites.items():
         if not observed:
-            value = modes[:, jnp.array([model.param_names.index(p) for p in names])]
-            init[name] = value[:, 0] if scalar else value
-    return init
+            value = phi[:, jnp.array([param_names.index(p) for p in names])]
+            out[name] = value[:, 0] if scalar else value
+    return out
 
 
 def _pointwise(population, model, site, data, samples):

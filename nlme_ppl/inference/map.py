@@ -119,6 +119,7 @@ def fit_map_draws(
         pointwise=np.asarray(pointwise),
         ids=tuple(data.ids),
         population=population,
+        site=site,
     )
 
 

@@ -294,6 +294,15 @@ def test_bad_input(lin):
     with pytest.raises(ValueError, match=r"site 'a' covers individual parameter\(s\) \('a',\)"):
         fit_exact_nuts(outside, model, data, key, progress=False)
 
+    def with_obs_site(data):
+        pop(data)
+        numpyro.sample("obs", dist.Normal(0.0, 1.0))  # clashes with the likelihood factor's default name
+
+    with pytest.raises(ValueError, match="has a site named 'obs', the name of the likelihood factor; pass site="):
+        fit_exact_nuts(with_obs_site, model, data, key, progress=False)
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(exact_model(with_obs_site, model, site="lik"), 0)).get_trace(data)
+    assert tr["lik"]["fn"].log_factor.shape == (data.num_individuals,) and "obs" in tr
+
     with pytest.raises(TypeError, match="pass `posterior.model`"):
         fit_exact_nuts(pop, lg.ExactPosterior(model), data, key)
     with pytest.raises(ValueError, match="`init` names 'mu'"):

@@ -96,3 +96,27 @@ def test_program_is_inspected_on_one_individual_only_when_that_is_safe(problem):
     assert fit_u.site_values["u"].shape == (data.num_individuals,)
     np.testing.assert_allclose(fit_u.site_values["u"], 0.0, atol=1e-4)  # its MAP is its prior's mode
     np.testing.assert_allclose(fit_u.site_values["mu"], fit.site_values["mu"], atol=1e-4)
+
+
+def test_site_names_the_likelihood_factor(problem):
+    """`site=` renames the surrogate's likelihood factor, as in `fit_nuts`: the fit is the same,
+    the `log_likelihood` variable takes the name, and a program with a site of the default
+    name ('obs') can be fitted under another."""
+    model, data, post = problem
+    pop = nlp.populations.gaussian(model)
+    key, kw = jax.random.key(3), dict(num_draws=100, num_starts=2, diagnose=False)
+    ref = nlp.fit_map(pop, post, data, key, **kw)
+    fit = nlp.fit_map(pop, post, data, key, site="lik", **kw)
+    assert fit.params == ref.params and fit.stderr == ref.stderr
+    np.testing.assert_array_equal(fit.pointwise, ref.pointwise)
+    assert list(fit.to_arviz().log_likelihood.data_vars) == ["lik"]
+    assert list(ref.to_arviz().log_likelihood.data_vars) == ["obs"]
+
+    def with_obs_site(data):
+        user_population(data)
+        numpyro.sample("obs", dist.Normal(0.0, 1.0))  # a population-level site named 'obs'
+
+    with pytest.raises(ValueError, match="has a site named 'obs', the name of the likelihood factor; pass site="):
+        nlp.fit_map(with_obs_site, post, data, key, **kw)
+    clash = nlp.fit_map(with_obs_site, post, data, key, site="lik", **kw)
+    assert "obs" in clash.site_values and clash.pointwise.shape == (data.num_individuals,)
