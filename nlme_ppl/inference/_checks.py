@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._validate import individual_label
+from .._validate import check_keys, individual_label, positive_int
 from ..data import Dataset
 from ..models import IndividualModel
 
-__all__ = ["check_data", "check_init", "check_masking", "check_model", "nonnegative_int", "prior_centre"]
+__all__ = ["check_exact_arguments", "check_data", "check_init", "check_masking", "check_model", "nonnegative_int", "prior_centre"]
 
 
 def check_model(model) -> None:
@@ -89,3 +89,18 @@ def nonnegative_int(value, *, name: str) -> int:
 def prior_centre(model, key) -> Float[Array, " k"]:
     """Median of 201 draws from the training prior (finite for any real-valued prior)."""
     return jnp.median(model.prior_sample(key, (201,)), axis=0)
+
+
+def check_exact_arguments(model, data, key, *, num_chains, num_samples, num_warmup) -> tuple[int, int, int]:
+    """The checks every exact-baseline NUTS fit starts with: the key, a tractable
+    `IndividualModel`, a `Dataset`, and the chain sizes.
+
+    **Returns:** `(num_chains, num_samples, num_warmup)` as ints."""
+    check_keys(key)
+    check_model(model)
+    check_data(data)
+    return (
+        positive_int(num_chains, name="num_chains"),
+        positive_int(num_samples, name="num_samples"),
+        nonnegative_int(num_warmup, name="num_warmup"),
+    )

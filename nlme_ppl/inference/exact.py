@@ -20,11 +20,10 @@ import xarray as xr
 from jaxtyping import Array
 
 from .._sites import SiteReader, check_factor_name, site_columns
-from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..likelihood import SurrogateDraws, log_weights
 from ..models import IndividualModel
-from ._checks import check_data, check_init, check_masking, check_model, nonnegative_int, prior_centre
+from ._checks import check_data, check_exact_arguments, check_init, check_masking, check_model, prior_centre
 from ._mcmc import run_nuts
 from ._result import MAPResult
 from .individual import fit_exact_individual, individual_modes
@@ -205,12 +204,9 @@ def fit_exact_nuts(
     the surrogate's marginal log p(y_i | θ): PSIS-LOO over them refits the left-out
     individual's φ_i, so expect high Pareto k, and do not compare their sum with `fit_nuts`'s.
     """
-    check_keys(key)
-    check_model(model)
-    check_data(data)
-    num_chains = positive_int(num_chains, name="num_chains")
-    num_samples = positive_int(num_samples, name="num_samples")
-    num_warmup = nonnegative_int(num_warmup, name="num_warmup")
+    num_chains, num_samples, num_warmup = check_exact_arguments(
+        model, data, key, num_chains=num_chains, num_samples=num_samples, num_warmup=num_warmup
+    )
     k_check, k_init, k_mcmc = jax.random.split(key, 3)
     n = data.num_individuals
     program = exact_model(population, model, site=site)

@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..models import IndividualModel
-from ._checks import check_data, check_masking, check_model, nonnegative_int, prior_centre
+from ._checks import check_exact_arguments, check_masking, prior_centre
 from ._mcmc import run_nuts
 from ._optimize import lbfgs
 
@@ -86,12 +85,9 @@ def fit_exact_individual(
 
     **Returns:** a NumPy array `(num_chains * num_samples, k)`, columns in `model.param_names` order.
     """
-    check_keys(key)
-    check_model(model)
-    check_data(data)
-    num_chains = positive_int(num_chains, name="num_chains")
-    num_samples = positive_int(num_samples, name="num_samples")
-    num_warmup = nonnegative_int(num_warmup, name="num_warmup")
+    num_chains, num_samples, num_warmup = check_exact_arguments(
+        model, data, key, num_chains=num_chains, num_samples=num_samples, num_warmup=num_warmup
+    )
     row = _row(data, index)
     one = data.subset(slice(row, row + 1))
     k_init, k_mcmc, k_sym = jax.random.split(key, 3)
