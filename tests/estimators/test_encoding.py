@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nlme_ppl as nlp
-from nlme_ppl.estimators._encoding import encode, num_channels
+from nlme_ppl.estimators import encode, num_channels
 from nlme_ppl.estimators._summary import GRUSummary, DeepSetSummary
 
 

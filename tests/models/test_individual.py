@@ -130,7 +130,7 @@ def _two_analyte_model():
 
 
 def test_analytes_and_simulator_covariates_reach_design_and_encoding():
-    from nlme_ppl.estimators._encoding import encode, num_channels
+    from nlme_ppl.estimators import encode, num_channels
 
     m = _two_analyte_model()
     data = nlp.Dataset.from_arrays([[1.0, 1.0, 2.0]] * 2, [[0.5, 0.2, 0.3], [0.9, 0.4, 0.6]], obs_cmt=[[2, 3, 2], [2, 3, 3]]).with_covariates(WT=[55.0, 100.0])
