@@ -182,7 +182,8 @@ def summary_outliers(
         raise TypeError(f"expected a nlme_ppl.Dataset; got {type(data).__name__}.")
     if not (hasattr(posterior, "summaries") and hasattr(posterior, "model")):
         raise TypeError(
-            f"`posterior` must be an estimator (nlp.estimators.Posterior, with .model and .summaries(data)); got "
+            f"`posterior` must be an AmortizedPosterior or another estimator (nlp.estimators.Posterior, with .model and "
+            f".summaries(data)); got "
             f"{type(posterior).__name__}. A posterior without a summary network returns None from summaries(data)."
         )
     obs = posterior.summaries(data)
