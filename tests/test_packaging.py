@@ -60,3 +60,19 @@ def test_importing_nlme_ppl_does_not_import_matplotlib():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "[]"
+
+
+def test_make_test_runs_every_test_file():
+    """`make test` runs the suite in groups of folders (one process each): none is left out."""
+    makefile = (ROOT / "Makefile").read_text()
+    block = re.search(r"^TEST_GROUPS := (.*?)\n\n", makefile, re.S | re.M)
+    assert block is not None, "Makefile has no TEST_GROUPS"
+    patterns = re.findall(r'"([^"]+)"', block.group(1))
+    groups = [p for group in patterns for p in group.split()]
+    covered: list[Path] = []
+    for pattern in groups:
+        covered += [p for p in ROOT.glob(pattern) if p.is_file()]
+        covered += list((ROOT / pattern).rglob("test_*.py")) if (ROOT / pattern).is_dir() else []
+    every = set((ROOT / "tests").rglob("test_*.py"))
+    assert every - set(covered) == set(), f"test files outside TEST_GROUPS: {every - set(covered)}"
+    assert len(covered) == len(set(covered)), "a test file is in two groups (it would run twice)"
