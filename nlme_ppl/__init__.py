@@ -28,6 +28,8 @@ from .inference import (  # noqa: E402
     fit_exact_nuts as fit_exact_nuts,
     fit_map as fit_map,
     fit_nuts as fit_nuts,
+    RefinedPosterior as RefinedPosterior,
+    refine as refine,
 )
 from .io import read_nonmem as read_nonmem, read_table as read_table, write_nonmem as write_nonmem  # noqa: E402
 from .models import IndividualModel as IndividualModel  # noqa: E402
@@ -41,6 +43,7 @@ __all__ = [
     "IndividualModel",
     "MAPResult",
     "Posterior",
+    "RefinedPosterior",
     "Simulations",
     "SurrogateDraws",
     "TrainConfig",
@@ -61,6 +64,7 @@ __all__ = [
     "prepare_draws",
     "read_nonmem",
     "read_table",
+    "refine",
     "pretrained",
     "save_posterior",
     "simulate",

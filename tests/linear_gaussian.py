@@ -44,7 +44,10 @@ def conjugate_posterior(times, values, mask, *, prior_sd, sigma):
 
 
 class ExactPosterior:
-    """The exact conjugate posterior p(phi | y_i), with the estimator interface."""
+    """The exact conjugate posterior p(phi | y_i), with the estimator interface (backend
+    "exact": fits use it as it is, without refinement)."""
+
+    backend = "exact"
 
     def __init__(self, model):
         self.model = model

@@ -29,7 +29,9 @@ class Posterior(Protocol):
     - `model`: the [`IndividualModel`][nlme_ppl.IndividualModel] it was trained for.
     - `param_names`: the model's parameter names, the order of the last axis of every draw.
     - `backend`: the name of the backend that made it, the key of the archive registry
-      (`"flowjax"`, `"sbi"`).
+      (`"flowjax"`, `"sbi"`). A posterior that is exact already (`"exact"`, `"importance"`,
+      `"refined"`) is used by `fit_map` and `fit_nuts` as it is, without
+      [refinement][nlme_ppl.refine].
 
     **Methods:**
 

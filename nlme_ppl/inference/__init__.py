@@ -6,8 +6,9 @@ from .exact import exact_init as exact_init, exact_model as exact_model, fit_exa
 from .individual import fit_exact_individual as fit_exact_individual
 from .map import MAPResult as MAPResult, fit_map as fit_map
 from .nuts import fit_nuts as fit_nuts
+from .refine import RefinedPosterior as RefinedPosterior, refine as refine
 
 __all__ = [
     "FitDiagnostics", "MAPResult", "diagnose_fit", "exact_init", "exact_model", "fit_exact_individual", "fit_exact_nuts",
-    "fit_map", "fit_nuts",
+    "fit_map", "fit_nuts", "RefinedPosterior", "refine",
 ]

@@ -38,6 +38,8 @@ class MAPResult(eqx.Module):
       the estimator's posterior SD over the training prior's (near 1: the individual posteriors
       barely inform it, see [Diagnostics](guide/diagnostics.md#parameters-without-random-effect)), or None.
     - `site`: the name of the surrogate's likelihood factor (the `log_likelihood` variable of `to_arviz`).
+    - `refined`: the [`RefinedPosterior`][nlme_ppl.RefinedPosterior] whose draws were fitted
+      (`refine` on), with its per-individual Pareto k and ESS, or None (the amortized path).
     """
 
     params: dict[str, float]
@@ -56,6 +58,7 @@ class MAPResult(eqx.Module):
     outliers: object = None
     fixed_widths: dict | None = None
     site: str = eqx.field(static=True, default="obs")
+    refined: object = None
 
     def table(self, truth: dict[str, float] | None = None) -> pd.DataFrame:
         """Estimates with standard errors, back-transformed values and CV%.
@@ -87,6 +90,10 @@ class MAPResult(eqx.Module):
             out["ess_median"] = float(np.median(self.importance.ess))
             out["num_draws"] = int(self.importance.num_draws)
             out["high_k_ids"] = list(self.importance.bad())
+        if self.refined is not None:
+            k = np.asarray(self.refined.pareto_k)
+            out["refined"] = {"pareto_k_above_0.7": int(np.sum(k > 0.7)), "ess_median": float(np.median(self.refined.ess)),
+                              "num_proposals": int(self.refined.values.shape[1])}
         if self.outliers is not None:
             out["summary_outlier_ids"] = list(self.outliers.bad(2.0))
         if self.fixed_widths:

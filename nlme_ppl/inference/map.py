@@ -19,8 +19,13 @@ from ._labels import flatten_params
 from ._objective import Objective, surrogate_model
 from ._optimize import preconditioner
 from ._result import MAPResult, parameter_table
+from .refine import RefinedPosterior, wants_refinement
+from .refine import refine as refine_posterior
 
 __all__ = ["MAPResult", "fit_map", "fit_map_draws", "parameter_table"]
+
+#: The stream of a fit's key that the refinement draws from (`fold_in`; the fit's own splits are unchanged).
+_REFINE_STREAM = 0x5EF1
 
 _init_values = eqx.filter_jit(lambda population, values: population.init_values(values))
 
@@ -148,6 +153,7 @@ def fit_map(
     num_rescore: int = 3,
     diagnose: bool = True,
     site: str = "obs",
+    refine: bool | str = "auto",
 ) -> MAPResult:
     """Maximum a posteriori population parameters under the amortized surrogate.
 
@@ -187,11 +193,17 @@ def fit_map(
     - `diagnose`: run the surrogate checks ([`diagnose_fit`][nlme_ppl.inference.diagnose_fit]).
     - `site`: the name of the surrogate's likelihood factor (and of the `log_likelihood`
       variable), as in [`fit_nuts`][nlme_ppl.fit_nuts].
+    - `refine`: `"auto"` (default) refines the estimator into the exact individual posteriors
+      ([`nlp.refine`][nlme_ppl.refine]) where the model's likelihood is tractable, and not
+      otherwise; `False` is the pure amortized path; `True` insists (an error without a
+      tractable likelihood). A [`RefinedPosterior`][nlme_ppl.RefinedPosterior] passed as
+      `posterior` is used as it is.
 
-    **Returns:** a [`MAPResult`][nlme_ppl.MAPResult].
+    **Returns:** a [`MAPResult`][nlme_ppl.MAPResult] (its `refined` field holds the refinement).
     """
     check_keys(key)
     num_draws = positive_int(num_draws, name="num_draws")
+    posterior = refined_posterior(posterior, data, key, refine)
     k_draws, k_fresh, k_fit = jax.random.split(key, 3)
     cross = wants_cross_products(population)
     draws = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)
@@ -200,9 +212,20 @@ def fit_map(
         population, draws, data, k_fit, num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter,
         fresh_draws=fresh, num_rescore=num_rescore, site=site,
     )  # fmt: skip
+    if isinstance(posterior, RefinedPosterior):
+        fit = eqx.tree_at(lambda f: f.refined, fit, posterior, is_leaf=lambda x: x is None)
     if not diagnose:
         return fit
     checks = diagnose_fit(population, posterior, draws, fit.site_values, data, k_draws)
     return eqx.tree_at(
         lambda f: (f.importance, f.outliers, f.fixed_widths), fit, tuple(checks), is_leaf=lambda x: x is None
     )
+
+
+def refined_posterior(posterior, data, key, refine):
+    """The posterior a fit uses: `refine(posterior, data, ...)` where `refine` resolves to on
+    (see [`fit_map`][nlme_ppl.fit_map]), else `posterior`. Its key is folded from the fit's key,
+    so that `refine=False` draws exactly what it drew before refinement existed."""
+    if not wants_refinement(refine, posterior):
+        return posterior
+    return refine_posterior(posterior, data, jax.random.fold_in(key, _REFINE_STREAM))

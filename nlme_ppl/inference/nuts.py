@@ -14,7 +14,8 @@ from ._diagnose import diagnose_fit
 from ._mcmc import run_nuts
 from ._objective import surrogate_model
 from ._result import MAPResult
-from .map import fit_map_draws
+from .map import fit_map_draws, refined_posterior
+from .refine import RefinedPosterior
 
 __all__ = ["fit_nuts"]
 
@@ -36,6 +37,7 @@ def fit_nuts(
     progress: bool = True,
     site: str = "obs",
     diagnose: bool = True,
+    refine: bool | str = "auto",
 ) -> xr.DataTree:
     """Sample the population posterior with NumPyro NUTS over the amortized surrogate.
 
@@ -62,9 +64,15 @@ def fit_nuts(
     either check fails (see [`fit_map`][nlme_ppl.fit_map]). Its attributes
     `fixed_posterior_over_prior_sd_<name>` give, for each parameter without random effect,
     the median posterior/prior SD ratio of the individual draws (warned above 0.8).
+
+    `refine` is as in [`fit_map`][nlme_ppl.fit_map]: by default the estimator is refined into
+    the exact individual posteriors where the likelihood is tractable; the tree's attributes
+    say whether it was (`refined`), and its `surrogate_diagnostics` group then has the
+    refinement's `refined_pareto_k` and `refined_ess` per individual.
     """
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")
+    posterior = refined_posterior(posterior, data, key, refine)
     k_draws, k_map, k_mcmc = jax.random.split(key, 3)
     draws = prepare_draws(posterior, data, k_draws, num_draws=positive_int(num_draws, name="num_draws"), cross=wants_cross_products(population))
     surrogate = surrogate_model(population, site)  # the draws are a model argument
@@ -80,10 +88,16 @@ def fit_nuts(
     ll = np.asarray(ll).reshape(num_chains, num_samples, -1)
     from ._datatree import to_datatree  # imports arviz: only when a tree is built
 
-    attrs = {"inference": "NUTS over the amortized surrogate", "num_draws_per_individual": int(num_draws), "chain_method": chain_method}
+    refined = isinstance(posterior, RefinedPosterior)
+    attrs = {"inference": "NUTS over the amortized surrogate", "num_draws_per_individual": int(num_draws), "chain_method": chain_method,
+             "refined": int(refined)}  # fmt: skip
     tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
     if diagnose:
         best = int(np.argmax(np.asarray(stats["lp"]).reshape(-1)))  # the posterior draw of highest density
         checks = diagnose_fit(population, posterior, draws, {k: v[best] for k, v in flat.items()}, data, k_draws)
-        tree["surrogate_diagnostics"] = checks.to_dataset(data.ids)
+        ds = checks.to_dataset(data.ids)
+        if refined:
+            ds["refined_pareto_k"] = ("individual", np.asarray(posterior.pareto_k))
+            ds["refined_ess"] = ("individual", np.asarray(posterior.ess))
+        tree["surrogate_diagnostics"] = ds
     return tree

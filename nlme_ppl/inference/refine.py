@@ -1,0 +1,334 @@
+"""Exact-likelihood refinement: the estimator becomes a proposal, and the individual posteriors exact.
+
+Where p(y | φ) is tractable, each individual's exact posterior under the training prior,
+
+    p(φ | y_i) ∝ p_train(φ) p(y_i | φ),
+
+is what the surrogate needs (DESIGN.md). The amortized q(φ | y_i) approximates it; where q is
+several times too wide (informative data), plain importance sampling from q collapses. The
+refinement therefore builds, per individual and in parallel (`vmap`):
+
+1. **modes**: L-BFGS on -log p(φ | y_i) from the `num_starts` best of q's draws (q finds the
+   modes: both (δ, γ) labellings of an exchangeable model, and each start can land in another);
+   every exchangeable permutation of a mode is a mode too, and is added;
+2. **a proposal**: the mixture
+   `g_i = s_t · Σ_c w_c t_ν(φ | m_c, H_c⁻¹) + s_q · q(φ | y_i) + s_0 · p_train(φ)`
+   of multivariate Student-t components at the modes m_c with the Laplace covariances H_c⁻¹
+   (heavier tails than the Gaussian: the weights stay bounded where the posterior is skewed),
+   the estimator itself, and the training prior as a defensive share (Hesterberg 1995);
+3. **weights** `p_train(φ) p(y_i | φ) / g_i(φ)` of `num_proposals` draws from g_i, checked by
+   PSIS (Pareto k̂) and their effective sample size.
+
+[`RefinedPosterior.sample`][nlme_ppl.RefinedPosterior.sample] returns equally weighted draws:
+resampled from the weighted set where its ESS is at least twice `num_draws` (duplicates stay
+rare), otherwise fresh draws of a short Metropolis–Hastings run started there (independence
+proposals from the t mixture alternating with random-walk steps scaled by the weighted
+covariance), which leaves the exact posterior invariant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._validate import check_keys, positive_int
+from ..data import Dataset
+from ..diagnostics import importance_diagnostics
+from ._proposal import exchange_permutations, find_components, log_target, mixture_t_log_prob, sample_mixture_t
+
+__all__ = ["RefinedPosterior", "refine", "wants_refinement"]
+
+#: Backends whose posteriors are exact already (never refined): refined ones, the importance-
+#: sampled exact posteriors of `fit_exact_individual`, and user-supplied exact posteriors.
+EXACT_BACKENDS = frozenset({"refined", "importance", "exact"})
+
+#: Likelihood evaluations per compiled block of individuals (bounds memory).
+_EVALS_PER_BLOCK = 200_000
+
+
+def _log_targets(model, designs, obs, values):
+    """`(n, P)` log target of `(n, P, k)` values."""
+    return jax.vmap(jax.vmap(lambda p, d, y: log_target(model, p, d, y), in_axes=(0, None, None)))(values, designs, obs)
+
+
+_block_log_target = eqx.filter_jit(_log_targets)
+
+
+@eqx.filter_jit
+def _block_components(model, designs, obs, q_values, perms, prior_precision, num_starts, max_iter, drop_below):
+    lt = _log_targets(model, designs, obs, q_values)
+    top = jax.lax.top_k(jnp.where(jnp.isnan(lt), -jnp.inf, lt), num_starts)[1]
+    starts = jnp.take_along_axis(q_values, top[..., None], axis=1)
+    comps = find_components(model, designs, obs, starts, perms, prior_precision, max_iter=max_iter, drop_below=drop_below)
+    return comps.loc, comps.chol, comps.log_weight, comps.log_density
+
+
+@eqx.filter_jit
+def _mcmc(model, designs, obs, init, loc, chol, log_weight, rw_chol, key, num_steps: int, df: float):
+    """`num_steps` rounds of (independence step from the t mixture, random-walk step) for every
+    chain `(n, M, k)`; each chain leaves the exact posterior invariant."""
+    n, m, k = init.shape
+    lt_fn = lambda x: _log_targets(model, designs, obs, x)  # noqa: E731
+    lg_fn = lambda x: mixture_t_log_prob(x, loc, chol, log_weight, df)  # noqa: E731
+    scale = 2.38 / math.sqrt(k)
+
+    def step(carry, key):
+        x, lt, lg = carry
+        k_i, k_ia, k_r, k_ra = jax.random.split(key, 4)
+        y = sample_mixture_t(k_i, loc, chol, log_weight, df, m)
+        lt_y, lg_y = lt_fn(y), lg_fn(y)
+        accept = jnp.log(jax.random.uniform(k_ia, (n, m))) < (lt_y - lg_y) - (lt - lg)
+        x, lt, lg = (jnp.where(accept[..., None], y, x), jnp.where(accept, lt_y, lt), jnp.where(accept, lg_y, lg))
+        y = x + scale * jnp.einsum("nij,nmj->nmi", rw_chol, jax.random.normal(k_r, (n, m, k)))
+        lt_y = lt_fn(y)
+        accept = jnp.log(jax.random.uniform(k_ra, (n, m))) < lt_y - lt
+        x, lt = jnp.where(accept[..., None], y, x), jnp.where(accept, lt_y, lt)
+        return (x, lt, jnp.where(accept, lg_fn(x), lg)), None
+
+    (x, _, _), _ = jax.lax.scan(step, (init, lt_fn(init), lg_fn(init)), jax.random.split(key, num_steps))
+    return x
+
+
+class RefinedPosterior(eqx.Module):
+    """Exact individual posteriors of one data set, with the estimator interface (see
+    [`refine`][nlme_ppl.refine]). `fit_map` and `fit_nuts` take it in place of the estimator.
+
+    **Fields:** `base` (the estimator it refines), `data`, `values` `(N, P, k)` proposals,
+    `log_weights` `(N, P)` normalised log importance weights, `pareto_k` and `ess` `(N,)` of
+    those weights, `modes` `(N, k)` each individual's highest mode, and the mixture components
+    (`loc`, `chol`, `component_log_weight`) used by the Metropolis–Hastings fallback.
+    """
+
+    base: object
+    data: Dataset
+    values: Float[np.ndarray, "individuals proposals k"]
+    log_weights: Float[np.ndarray, "individuals proposals"]
+    pareto_k: Float[np.ndarray, " individuals"]
+    ess: Float[np.ndarray, " individuals"]
+    modes: Float[np.ndarray, "individuals k"]
+    loc: Float[np.ndarray, "individuals components k"]
+    chol: Float[np.ndarray, "individuals components k k"]
+    component_log_weight: Float[np.ndarray, "individuals components"]
+    df: float = eqx.field(static=True)
+    num_mcmc_steps: int = eqx.field(static=True)
+    backend: ClassVar[str] = "refined"
+
+    @property
+    def model(self):
+        return self.base.model
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.model.param_names)
+
+    @property
+    def num_individuals(self) -> int:
+        return self.values.shape[0]
+
+    def _rows(self, data) -> np.ndarray:
+        """The rows of `self.data` that `data` holds: the whole data set, or a subset of it
+        (e.g. `data.subset(...)`), matched by id and checked value for value."""
+        if data is self.data:
+            return np.arange(self.num_individuals)
+        index = {i: r for r, i in enumerate(self.data.ids)}
+        rows = np.array([index.get(i, -1) for i in getattr(data, "ids", ())], dtype=int)
+        same = (
+            isinstance(data, Dataset)
+            and rows.size > 0
+            and np.all(rows >= 0)
+            and np.asarray(data.values).shape[1:] == np.asarray(self.data.values).shape[1:]
+            and np.array_equal(np.asarray(data.values), np.asarray(self.data.values)[rows], equal_nan=True)
+            and np.array_equal(np.asarray(data.times), np.asarray(self.data.times)[rows])
+        )
+        if not same:
+            raise ValueError(
+                "this RefinedPosterior holds the exact posteriors of another data set; refine the estimator for "
+                "these data: nlp.refine(posterior, data, key), or pass the estimator itself to fit_map / fit_nuts "
+                "(refine='auto' refines it there)."
+            )
+        return rows
+
+    def summaries(self, data, **options):
+        """The base estimator's summaries of `data` (`None` without a summary network)."""
+        summaries = getattr(self.base, "summaries", None)
+        return None if summaries is None else summaries(data, **options)
+
+    def needs_mcmc(self, num_draws: int) -> np.ndarray:
+        """`(N,)` mask of the individuals whose weighted set has ESS < 2·`num_draws`: their draws
+        come from Metropolis–Hastings instead of resampling."""
+        return np.asarray(self.ess) < 2 * int(num_draws)
+
+    def sample(self, data, key: PRNGKeyArray, *, num_draws: int) -> Float[Array, "individuals draws k"]:
+        """`num_draws` equally weighted draws of each individual's exact posterior, `(N, M, k)` float64."""
+        check_keys(key)
+        num_draws = positive_int(num_draws, name="num_draws")
+        sel = self._rows(data)
+        k_sir, k_mcmc = jax.random.split(key)
+        keys = jax.random.split(k_sir, sel.size)
+        idx = jax.vmap(lambda kk, lw: jax.random.categorical(kk, lw, shape=(num_draws,)))(keys, jnp.asarray(self.log_weights[sel]))
+        out = np.array(jnp.take_along_axis(jnp.asarray(self.values[sel]), idx[..., None], axis=1), np.float64)
+        pos = np.flatnonzero(self.needs_mcmc(num_draws)[sel])
+        if pos.size:
+            out[pos] = self._mcmc_rows(sel[pos], out[pos], k_mcmc)
+        return jnp.asarray(out)
+
+    def _mcmc_rows(self, rows: np.ndarray, init: np.ndarray, key) -> np.ndarray:
+        model = self.model
+        size = 1 << int(math.ceil(math.log2(rows.size)))  # padded to a power of two: few compiled shapes
+        padded = np.concatenate([rows, np.full(size - rows.size, rows[-1])])
+        init = np.concatenate([init, np.repeat(init[-1:], size - rows.size, axis=0)])
+        pick = lambda x: np.asarray(x)[padded]  # noqa: E731
+        designs = jax.tree.map(pick, model.designs_from_data(self.data))
+        w = np.exp(self.log_weights[padded])
+        mean = np.einsum("np,npk->nk", w, self.values[padded])
+        d = self.values[padded] - mean[:, None, :]
+        cov = np.einsum("np,npk,npl->nkl", w, d, d) + 1e-10 * np.eye(d.shape[-1])
+        x = _mcmc(
+            model, designs, jnp.asarray(pick(self.data.values), jnp.float64), jnp.asarray(init), jnp.asarray(self.loc[padded]),
+            jnp.asarray(self.chol[padded]), jnp.asarray(self.component_log_weight[padded]), jnp.asarray(np.linalg.cholesky(cov)),
+            key, self.num_mcmc_steps, self.df,
+        )  # fmt: skip
+        return np.asarray(x)[: rows.size]
+
+    def table(self, threshold: float = 0.7) -> pd.DataFrame:
+        """One row per individual: `pareto_k`, `ess` of the weighted set, and `flag` (k̂ > `threshold`)."""
+        k = np.asarray(self.pareto_k)
+        return pd.DataFrame({"pareto_k": k, "ess": np.asarray(self.ess), "flag": k > threshold}, index=pd.Index(self.data.ids, name="id"))
+
+    def __repr__(self) -> str:
+        k = np.asarray(self.pareto_k)
+        return (
+            f"RefinedPosterior({self.num_individuals} individuals, {self.values.shape[1]} proposals each; "
+            f"{int(np.sum(k > 0.7))} with Pareto k > 0.7, median ESS {np.median(self.ess):.0f})"
+        )
+
+
+def wants_refinement(refine, posterior) -> bool:
+    """Resolve a `refine=` option of a fit: `"auto"` is on where the model's likelihood is tractable."""
+    if isinstance(posterior, RefinedPosterior) or getattr(posterior, "backend", None) in EXACT_BACKENDS:
+        return False  # already exact posteriors
+    if refine == "auto":
+        return bool(getattr(posterior.model, "tractable", False))
+    if isinstance(refine, bool):
+        if refine and not getattr(posterior.model, "tractable", False):
+            raise ValueError(
+                f"refine=True needs a tractable likelihood, but model {posterior.model.name!r} declares tractable=False "
+                "(e.g. an SDE path); use refine='auto' or refine=False."
+            )
+        return refine
+    raise ValueError(f"`refine` must be 'auto', True or False; got {refine!r}.")
+
+
+def _prior_precision(model, key) -> jnp.ndarray:
+    """A floor for the Laplace precisions: the weakest training-prior precision (from 4,000 draws)."""
+    var = jnp.var(model.prior_sample(key, (4000,)), axis=0)
+    return jnp.full(model.num_params, 1.0 / (4.0 * jnp.max(var)))
+
+
+def refine(
+    posterior,
+    data: Dataset,
+    key: PRNGKeyArray,
+    *,
+    num_proposals: int = 1000,
+    num_starts: int = 4,
+    q_share: float = 0.25,
+    prior_share: float = 0.05,
+    df: float = 5.0,
+    max_iter: int = 200,
+    num_mcmc_steps: int = 40,
+    drop_below: float = 10.0,
+) -> RefinedPosterior:
+    """Refine an estimator into the exact individual posteriors of `data` (tractable models only).
+
+    **Arguments:**
+
+    - `posterior`: an estimator ([`Posterior`][nlme_ppl.estimators.Posterior]); its `log_prob`
+      is used where it has one (else q only supplies the starts).
+    - `data`: a [`Dataset`][nlme_ppl.Dataset].
+    - `key`: a JAX random key.
+    - `num_proposals`: weighted draws per individual, `P`.
+    - `num_starts`: L-BFGS starts per individual (the best of q's draws).
+    - `q_share`, `prior_share`: the shares of the proposal drawn from q and from the training
+      prior; the rest comes from the t mixture at the modes.
+    - `df`: degrees of freedom of the t components.
+    - `max_iter`: L-BFGS iterations per start.
+    - `num_mcmc_steps`: Metropolis–Hastings rounds for individuals whose ESS is below twice the
+      draws asked of `sample`.
+    - `drop_below`: modes whose log density is this far under an individual's best get no component.
+
+    **Returns:** a [`RefinedPosterior`][nlme_ppl.RefinedPosterior].
+    """
+    check_keys(key)
+    model = posterior.model
+    if not getattr(model, "tractable", False):
+        raise ValueError(
+            f"model {model.name!r} declares tractable=False: its likelihood p(y | phi) cannot be evaluated, so the "
+            "estimator cannot be refined. Fit with refine=False (the amortized path)."
+        )
+    if not isinstance(data, Dataset):
+        raise TypeError(f"expected an nlp.Dataset; got {type(data).__name__}.")
+    model.check_data(data)
+    num_proposals = positive_int(num_proposals, name="num_proposals")
+    num_starts = positive_int(num_starts, name="num_starts")
+    if not (0.0 <= q_share < 1.0 and 0.0 < prior_share < 1.0 and q_share + prior_share < 1.0):
+        raise ValueError(f"need 0 <= q_share, 0 < prior_share and q_share + prior_share < 1; got {q_share}, {prior_share}.")
+    has_density = hasattr(posterior, "log_prob")
+    n, k = data.num_individuals, model.num_params
+    num_prior = max(1, round(prior_share * num_proposals))
+    num_q = round(q_share * num_proposals) if has_density else 0
+    num_t = num_proposals - num_q - num_prior
+    if num_t < 1:
+        raise ValueError(f"num_proposals={num_proposals} leaves no draw for the t mixture; raise it.")
+    k_q, k_prior, k_t, k_floor = jax.random.split(key, 4)
+    q_values = np.asarray(posterior.sample(data, k_q, num_draws=max(num_q, 4 * num_starts, 32)), np.float64)
+    perms = exchange_permutations(model)
+    floor = _prior_precision(model, k_floor)
+    designs_all = model.designs_from_data(data)
+    obs_all = np.asarray(data.values, np.float64)
+    block = max(1, min(n, _EVALS_PER_BLOCK // num_proposals))
+    pieces = []
+    for b, start in enumerate(range(0, n, block)):
+        rows = np.arange(start, start + block).clip(max=n - 1)  # the last block padded: one compiled shape
+        designs = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[rows]), designs_all)
+        obs = jnp.asarray(obs_all[rows])
+        loc, chol, log_cw, dens = _block_components(
+            model, designs, obs, jnp.asarray(q_values[rows]), jnp.asarray(perms), floor, num_starts, int(max_iter), float(drop_below)
+        )  # fmt: skip
+        kb = jax.random.fold_in(k_t, b)
+        parts = [sample_mixture_t(kb, loc, chol, log_cw, float(df), num_t), model.prior_sample(jax.random.fold_in(k_prior, b), (block, num_prior))]
+        if num_q:
+            parts.append(jnp.asarray(q_values[rows, :num_q]))
+        values = jnp.concatenate(parts, axis=1)
+        log_terms = [math.log(num_t / num_proposals) + mixture_t_log_prob(values, loc, chol, log_cw, float(df)),
+                     math.log(num_prior / num_proposals) + model.prior_log_prob(values)]  # fmt: skip
+        if num_q:
+            sub = data.subset(rows[: min(block, n - start)])
+            log_q = np.asarray(posterior.log_prob(sub, np.asarray(values)[: len(sub.ids)]), np.float64)
+            log_q = np.concatenate([log_q, np.repeat(log_q[-1:], block - log_q.shape[0], axis=0)])
+            log_terms.append(math.log(num_q / num_proposals) + jnp.asarray(log_q))
+        log_g = jax.nn.logsumexp(jnp.stack(log_terms), axis=0)
+        log_w = _block_log_target(model, designs, obs, values) - log_g
+        keep = slice(0, min(block, n - start))
+        pieces.append(tuple(np.asarray(a)[keep] for a in (values, log_w, loc, chol, log_cw, dens)))
+    values, log_w, loc, chol, log_cw, dens = (np.concatenate(p) for p in zip(*pieces))
+    log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
+    if np.all(log_w == -np.inf, axis=1).any():
+        i = int(np.argmax(np.all(log_w == -np.inf, axis=1)))
+        raise ValueError(f"individual {data.ids[i]!r}: no proposal has a finite likelihood; check its data (units, dosing) against the model.")
+    log_w = log_w - jax.nn.logsumexp(jnp.asarray(log_w), axis=1, keepdims=True)
+    log_w = np.asarray(log_w)
+    diag = importance_diagnostics(log_w, ids=data.ids)
+    best = np.argmax(dens, axis=1)
+    return RefinedPosterior(
+        base=posterior, data=data, values=values, log_weights=log_w, pareto_k=np.asarray(diag.pareto_k),
+        ess=np.asarray(diag.ess), modes=loc[np.arange(n), best], loc=loc, chol=chol, component_log_weight=log_cw,
+        df=float(df), num_mcmc_steps=int(num_mcmc_steps),
+    )  # fmt: skip
