@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--num-warmup", type=int, default=500)
     f.add_argument("--num-samples", type=int, default=500)
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument(
+        "--refine", action=argparse.BooleanOptionalAction, default=None,
+        help="refine the estimator into the exact individual posteriors (default: on where the model's likelihood is tractable)",
+    )  # fmt: skip
     f.add_argument("--out", required=True, help="output folder")
 
     t = sub.add_parser("train", help="train an estimator for a built-in model (the shipped recipe by default)")
@@ -84,7 +88,8 @@ def _fit(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(args.seed)
     t0 = time.perf_counter()
-    fit = nlp.fit_map(population, post, data, key, num_draws=args.num_draws, num_starts=args.num_starts)
+    refine = "auto" if args.refine is None else args.refine
+    fit = nlp.fit_map(population, post, data, key, num_draws=args.num_draws, num_starts=args.num_starts, refine=refine)
     result = {
         "model": args.model,
         "method": args.method,
@@ -93,6 +98,7 @@ def _fit(args) -> int:
         "standard_errors": fit.stderr,
         "log_likelihood": fit.log_likelihood,
         "log_likelihood_note": "surrogate log p(D|theta) minus sum_i log p_train(y_i) (the training prior's marginal likelihood), at the MAP",
+        "refined": fit.refined is not None,
         "converged": bool(fit.converged[fit.best]),
         "iterations": int(fit.iterations[fit.best]),
         "surrogate_check": fit.diagnostics_summary(),
@@ -102,7 +108,8 @@ def _fit(args) -> int:
     if args.method == "nuts":
         import arviz as az
 
-        idata = nlp.fit_nuts(population, post, data, key, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit)
+        # the refinement of the MAP fit is reused (its draws are the exact individual posteriors)
+        idata = nlp.fit_nuts(population, fit.refined if fit.refined is not None else post, data, key, refine=refine, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit)
         idata.to_netcdf(out / "posterior.nc", engine="h5netcdf")
         summary = az.summary(idata, var_names=["mean", "sd"] + (["corr"] if "corr" in idata.posterior else []), ci_prob=0.9)
         table = summary.join(table[["value", "cv_percent"]].add_prefix("map_"), how="left")

@@ -30,6 +30,7 @@ def test_fit_map_writes_table_and_json(csv, tmp_path):
     params = fit["population_parameters"]
     assert set(params) == set(table.index) and "sd[offset]" not in params
     assert np.isfinite(fit["log_likelihood"]) and fit["num_individuals"] == 60
+    assert fit["refined"] is True and "refined" in fit["surrogate_check"]  # tractable: refined by default
     # 60 cells recover the population means to within a few tenths (the full recovery check is in benchmarks)
     assert abs(params["mean[k_m0_scale]"] - nlp.demo.DEMO_TRUTH["mean"]["k_m0_scale"]) < 0.3
 
@@ -86,4 +87,5 @@ def test_fit_theophylline_nonmem_file(tmp_path):
     assert main(args + ["--fixed", "sigma_add"]) == 0
     params = json.loads((tmp_path / "fit.json").read_text())["population_parameters"]
     assert abs(params["mean[CL]"] - 1.02) < 0.08 and abs(params["mean[V]"] - 3.45) < 0.08  # R nlme: 1.019, 3.449
-    assert main(args) == 0  # without --fixed, sigma_add gets a random effect too
+    assert main(args + ["--no-refine"]) == 0  # without --fixed, sigma_add gets a random effect too
+    assert json.loads((tmp_path / "fit.json").read_text())["refined"] is False
