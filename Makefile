@@ -55,9 +55,11 @@ test-fast: $(SBI_STAMP)
 	  $(PY) -m pytest -q -m "not slow and not heavy" $$group || status=1; \
 	done; exit $$status
 
-# make bench BENCH_ARGS="--quick" for a short run, BENCH_ARGS="--only p1,p4" for some benchmarks
+# make bench BENCH_ARGS="--quick" for a short run, BENCH_ARGS="--only p1,p4" for some benchmarks;
+# FIDELITY_ARGS="--quick" for a short fidelity table (benchmarks/fidelity.py, docs/fidelity.md)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/fidelity.py $(FIDELITY_ARGS)
 
 # The maths is rendered by MathJax 3: a copy from the npm registry goes into
 # docs/javascripts/vendor/mathjax (git-ignored), so the built site renders offline; without npm

@@ -23,7 +23,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.primitives import Messenger
 
-from ._sites import SiteReader, check_factor_name, missing_sites_error
+from ._sites import SiteReader, check_factor_name
 
 __all__ = ["SurrogateDraws", "amortize", "log_weights", "prepare_draws"]
 

@@ -65,6 +65,30 @@ class ExactPosterior:
         return jnp.asarray(mean[:, None, :] + jnp.einsum("nij,nmj->nmi", np.linalg.cholesky(cov), z))
 
 
+class WideEstimator(ExactPosterior):
+    """A lossy estimator: the exact posterior with SDs `widen` times too wide and its mean moved
+    by `shift` exact SDs, with its density (backend "wide": fits treat it as an estimator)."""
+
+    backend = "wide"
+
+    def __init__(self, model, *, widen: float, shift: float):
+        super().__init__(model)
+        self.widen, self.shift = widen, shift
+
+    def _moments(self, data):
+        mean, cov = self.moments(data)
+        return mean + self.shift * np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), cov * self.widen**2
+
+    def sample(self, data, key, *, num_draws):
+        mean, cov = self._moments(data)
+        z = jax.random.normal(key, (data.num_individuals, num_draws, 2))
+        return jnp.asarray(mean[:, None, :] + jnp.einsum("nij,nmj->nmi", np.linalg.cholesky(cov), z))
+
+    def log_prob(self, data, params):
+        mean, cov = self._moments(data)
+        return jnp.asarray(np.stack([stats.multivariate_normal(m, c).logpdf(np.asarray(p)) for m, c, p in zip(mean, cov, params)]))
+
+
 def simulate_population(key, n, mean, sd, *, corr=0.0):
     rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
     cov = np.diag(sd) @ np.array([[1, corr], [corr, 1]]) @ np.diag(sd)

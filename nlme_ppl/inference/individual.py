@@ -14,6 +14,7 @@ from ..models import IndividualModel
 from ._checks import check_exact_arguments, check_masking, prior_centre
 from ._mcmc import run_nuts
 from ._optimize import lbfgs
+from ._proposal import log_target
 
 __all__ = ["fit_exact_individual", "individual_modes"]
 
@@ -22,7 +23,7 @@ def _modes(model, designs, values, z0, max_iter: int, tol: float):
     """Per-individual mode of log p(y_i | φ) + log p_train(φ) by L-BFGS from each start in `z0` `(N, S, k)`."""
 
     def neg_log_post(phi, design, y):
-        return -(model.log_likelihood(phi, design, y) + model.prior_log_prob(phi))
+        return -log_target(model, phi, design, y)
 
     def one(design, y, starts):
         zs, vals, _, _ = jax.vmap(lambda z: lbfgs(lambda p: neg_log_post(p, design, y), z, max_iter=max_iter, tol=tol))(starts)

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from jax.flatten_util import ravel_pytree
 from numpyro.infer import Predictive
 from numpyro.infer.util import unconstrain_fn
 

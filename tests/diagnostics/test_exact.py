@@ -1,10 +1,8 @@
 """compare_with_exact against the closed-form posteriors of the linear-Gaussian model."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 import nlme_ppl as nlp
 from tests import linear_gaussian as lg
@@ -13,28 +11,11 @@ from tests import linear_gaussian as lg
 WIDEN, SHIFT = 2.0, 0.5
 
 
-class WideEstimator(lg.ExactPosterior):
-    """A calibrated-looking but lossy estimator: the exact posterior, widened and shifted, with its density."""
-
-    def _moments(self, data):
-        mean, cov = self.moments(data)
-        return mean + SHIFT * np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), cov * WIDEN**2
-
-    def sample(self, data, key, *, num_draws):
-        mean, cov = self._moments(data)
-        z = jax.random.normal(key, (data.num_individuals, num_draws, 2))
-        return jnp.asarray(mean[:, None, :] + jnp.einsum("nij,nmj->nmi", np.linalg.cholesky(cov), z))
-
-    def log_prob(self, data, params):
-        mean, cov = self._moments(data)
-        return jnp.asarray(np.stack([stats.multivariate_normal(m, c).logpdf(np.asarray(p)) for m, c, p in zip(mean, cov, params)]))
-
-
 @pytest.fixture(scope="module")
 def problem():
     model = lg.model()
     data, _ = lg.simulate_population(jax.random.key(5), 60, np.array([0.5, -1.0]), np.array([0.4, 0.3]))
-    est = WideEstimator(model)
+    est = lg.WideEstimator(model, widen=WIDEN, shift=SHIFT)
     return model, data, est, nlp.diagnostics.compare_with_exact(est, data, jax.random.key(0), num_proposals=4000)
 
 

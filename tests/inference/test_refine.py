@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 import nlme_ppl as nlp
 from nlme_ppl.demo import DEMO_TRUTH
@@ -17,29 +16,8 @@ from tests import linear_gaussian as lg
 WIDEN, SHIFT = 4.0, 1.0
 
 
-class WideEstimator(lg.ExactPosterior):
-    """A lossy estimator: the exact posterior widened and shifted, with its density."""
-
-    backend = "wide"
-
-    def _moments(self, data):
-        mean, cov = self.moments(data)
-        return mean + SHIFT * np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), cov * WIDEN**2
-
-    def sample(self, data, key, *, num_draws):
-        mean, cov = self._moments(data)
-        z = jax.random.normal(key, (data.num_individuals, num_draws, 2))
-        return jnp.asarray(mean[:, None, :] + jnp.einsum("nij,nmj->nmi", np.linalg.cholesky(cov), z))
-
-    def log_prob(self, data, params):
-        mean, cov = self._moments(data)
-        return jnp.asarray(np.stack([stats.multivariate_normal(m, c).logpdf(np.asarray(p)) for m, c, p in zip(mean, cov, params)]))
-
-
-class SamplesOnly(WideEstimator):
+class SamplesOnly(lg.WideEstimator):
     """An estimator without a density (q only supplies the L-BFGS starts)."""
-
-    log_prob = property(doc="no density")  # hasattr() is False: accessing raises AttributeError
 
     def __getattribute__(self, name):
         if name == "log_prob":
@@ -51,7 +29,7 @@ class SamplesOnly(WideEstimator):
 def problem():
     model = lg.model()
     data, _ = lg.simulate_population(jax.random.key(5), 40, np.array([0.5, -1.0]), np.array([0.4, 0.3]))
-    est = WideEstimator(model)
+    est = lg.WideEstimator(model, widen=WIDEN, shift=SHIFT)
     return model, data, est, nlp.refine(est, data, jax.random.key(0))
 
 
@@ -64,7 +42,7 @@ def test_refined_draws_match_the_closed_form(problem):
     model, data, est, ref = problem
     mean, cov = est.moments(data)
     sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-    # the refined weights are healthy where q is 4x too wide (measured: every k < 0.3, ESS > 600 of 1,000)
+    # the refined weights are healthy where q is 4x too wide (measured: every k < -0.35, ESS > 670 of 1,000)
     assert np.all(ref.pareto_k < 0.5) and np.min(ref.ess) > 400
     draws = ref.sample(data, jax.random.key(1), num_draws=200)
     assert draws.shape == (data.num_individuals, 200, 2) and draws.dtype == jnp.float64
@@ -114,7 +92,7 @@ def test_same_key_same_draws_and_subsets(problem):
 
 def test_estimator_without_density(problem):
     model, data, _, _ = problem
-    est = SamplesOnly(model)
+    est = SamplesOnly(model, widen=WIDEN, shift=SHIFT)
     assert not hasattr(est, "log_prob")
     ref = nlp.refine(est, data.subset(np.arange(10)), jax.random.key(0))
     mean, cov = est.moments(data.subset(np.arange(10)))

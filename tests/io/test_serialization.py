@@ -1,6 +1,5 @@
 """Estimator files: round trip, refusals with reasons, no pickle, atomic writes."""
 
-import io
 import json
 import pickle
 import zipfile

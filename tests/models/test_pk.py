@@ -131,13 +131,15 @@ def test_data_checks_name_the_problem():
 
 
 def test_theophylline_agrees_with_r_nlme():
-    """MAP with the shipped estimator against R nlme's ML fit of the same model
-    (examples/theophylline_nlme.R): population means within 0.03 on the log scale, random-effect
-    SDs within 20 %.
+    """MAP with the shipped estimator, refined (the default), against R nlme's ML fit of the same
+    model (examples/theophylline_nlme.R): population means within 0.03 on the log scale,
+    random-effect SDs within 12 %, the residual SD (no random effect) within 0.1 on the log scale.
 
-    Measured (2026-12, issue 14): at key 0 the means differ by at most 0.009 (V) and the SDs by at
-    most 16.6 % (ka); over keys 0-2 by at most 0.024 (ka) and 16.6 %. The bounds are those
-    measurements plus a margin of 0.02 (means) and 3.4 points (SDs), for the draws' key."""
+    Measured (2026-12, issue 15), 1,000 draws, keys 0-2: means differ by at most 0.016 (CL), SDs
+    by at most 6.9 % (CL), log sigma_add by at most 0.061. The bounds are those plus margins of
+    0.014, 5 points and 0.04, for the draws' key. (The raw estimator at 200 draws, the earlier
+    default, was off by up to 0.024 and 16.6 %, and by 0.22 on log sigma_add; refined at 200
+    draws its fixed-effect kernel weights are too few: 3-4 of 12 subjects have Pareto k > 0.7.)"""
     import pandas as pd
     from pathlib import Path
 
@@ -145,8 +147,10 @@ def test_theophylline_agrees_with_r_nlme():
     data = nlp.read_nonmem(here / "theophylline.csv")
     model = nlp.models.pk_oral_1cmt()
     fit = nlp.fit_map(nlp.populations.gaussian(model, fixed=("sigma_add",)), nlp.pretrained("pk_oral_1cmt"), data,
-                      jax.random.key(0), num_draws=200, diagnose=False)
+                      jax.random.key(0), num_draws=1000, diagnose=False)
+    assert fit.refined is not None
     ref = pd.read_csv(here / "theophylline_nlme.csv").set_index("parameter")["estimate"]
     for p in ("ka", "CL", "V"):
         assert abs(fit.params[f"mean[{p}]"] - ref[f"mean[{p}]"]) <= 0.03, p
-        assert abs(fit.params[f"sd[{p}]"] / ref[f"sd[{p}]"] - 1) <= 0.20, p
+        assert abs(fit.params[f"sd[{p}]"] / ref[f"sd[{p}]"] - 1) <= 0.12, p
+    assert abs(fit.params["mean[sigma_add]"] - np.log(ref["sigma_add_sd"])) <= 0.1
