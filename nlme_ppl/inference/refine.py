@@ -175,8 +175,10 @@ class RefinedPosterior(eqx.Module):
         idx = jax.vmap(lambda kk, lw: jax.random.categorical(kk, lw, shape=(num_draws,)))(keys, jnp.asarray(self.log_weights[sel]))
         out = np.array(jnp.take_along_axis(jnp.asarray(self.values[sel]), idx[..., None], axis=1), np.float64)
         pos = np.flatnonzero(self.needs_mcmc(num_draws)[sel])
-        if pos.size:
-            out[pos] = self._mcmc_rows(sel[pos], out[pos], k_mcmc)
+        chunk = max(1, _EVALS_PER_BLOCK // num_draws)  # chains per compiled call: bounds memory
+        for c, start in enumerate(range(0, pos.size, chunk)):
+            part = pos[start : start + chunk]
+            out[part] = self._mcmc_rows(sel[part], out[part], jax.random.fold_in(k_mcmc, c))
         return jnp.asarray(out)
 
     def _mcmc_rows(self, rows: np.ndarray, init: np.ndarray, key) -> np.ndarray:

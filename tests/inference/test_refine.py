@@ -1,6 +1,8 @@
 """nlp.refine: exact individual posteriors from a lossy estimator, against the closed form of the
 linear-Gaussian model, and the refine= option of the fits."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,10 +60,13 @@ def test_refined_draws_match_the_closed_form(problem):
     np.testing.assert_allclose(ref.modes, mean, atol=1e-5)  # Gaussian posterior: its mode is its mean
 
 
-def test_metropolis_hastings_where_the_weighted_set_is_too_small(problem):
+@pytest.mark.parametrize("chains_per_call", [None, 6])
+def test_metropolis_hastings_where_the_weighted_set_is_too_small(problem, monkeypatch, chains_per_call):
     model, data, est, ref = problem
     num_draws = int(np.max(ref.ess))  # more than half of every ESS: every individual's draws come from MCMC
     assert ref.needs_mcmc(num_draws).all()
+    if chains_per_call:  # the chains run in calls of 6 individuals (memory bound), each padded to 8
+        monkeypatch.setattr(importlib.import_module("nlme_ppl.inference.refine"), "_EVALS_PER_BLOCK", chains_per_call * num_draws)
     draws = np.asarray(ref.sample(data, jax.random.key(2), num_draws=num_draws))
     mean, cov = est.moments(data)
     sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
