@@ -70,10 +70,10 @@ def _min_ess(idata) -> tuple[float, float]:
     return float(s["ess_bulk"].min()), float(s["r_hat"].max())
 
 
-def bench_accuracy(model, post, quick):
-    replicates, n, exact_replicates, cells = (4, 100, 1, 2) if quick else (20, 200, 3, 5)
-    warm = 200 if quick else 500
-    exact_warm = 200  # exact NUTS costs ~10x more per iteration at N = 200
+def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, **fit_options) -> tuple[list[dict], list]:
+    """`fit_nuts` (default settings unless `fit_options` says otherwise) on `replicates` synthetic
+    populations of `n` cells drawn from `DEMO_TRUTH` (keys 9000 + r): per replicate, the time,
+    ESS, R-hat and the 90 % interval of every population parameter against the truth."""
     truth = _truth(model)
     pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
     reps, datasets = [], []
@@ -82,11 +82,23 @@ def bench_accuracy(model, post, quick):
         data = nlp.simulate_data(model, nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=n), k_obs)
         datasets.append(data)
         t0 = time.perf_counter()
-        idata = nlp.fit_nuts(pop, post, data, k_fit, num_draws=100, num_chains=2, num_warmup=warm, num_samples=warm, progress=False, diagnose=False)
+        idata = nlp.fit_nuts(pop, post, data, k_fit, num_draws=100, num_chains=2, num_warmup=warm, num_samples=warm, progress=False, diagnose=False,
+                             **fit_options)  # fmt: skip
         seconds = time.perf_counter() - t0
         ess, rhat = _min_ess(idata)
-        reps.append({"seconds": seconds, "min_ess_bulk": ess, "max_r_hat": rhat, "parameters": _summaries(idata, truth)})
+        reps.append({"seconds": seconds, "min_ess_bulk": ess, "max_r_hat": rhat, "parameters": _summaries(idata, truth),
+                     "fixed_treatment": idata.posterior.attrs.get("fixed_treatment"), "refined": idata.posterior.attrs.get("refined")})  # fmt: skip
         print(f"  accuracy replicate {r}: {seconds:.1f} s, covered {sum(v['covered'] for v in reps[-1]['parameters'].values())}/{len(truth)}, max R-hat {rhat:.3f}", flush=True)
+    return reps, datasets
+
+
+def bench_accuracy(model, post, quick):
+    replicates, n, exact_replicates, cells = (4, 100, 1, 2) if quick else (20, 200, 3, 5)
+    warm = 200 if quick else 500
+    exact_warm = 200  # exact NUTS costs ~10x more per iteration at N = 200
+    truth = _truth(model)
+    pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
+    reps, datasets = coverage_replicates(model, post, replicates=replicates, n=n, warm=warm)
     exact = []
     for r in range(exact_replicates):
         data = datasets[r]
@@ -212,3 +224,36 @@ def _plot_exact(out, labels):
     fig.tight_layout()
     fig.savefig(IMG / "accuracy_exact.png", dpi=110)
     plt.close(fig)
+
+
+def main():
+    """Coverage only (no exact fits, no C2ST): `python benchmarks/accuracy.py --fixed kernel --out F`."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--replicates", type=int, default=20)
+    p.add_argument("--num-individuals", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--fixed", default="auto", choices=["auto", "kernel", "likelihood"])
+    p.add_argument("--refine", default="auto", choices=["auto", "off"])
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args()
+    model = nlp.models.frohlich_simple()
+    post = nlp.pretrained("frohlich_simple")
+    refine = False if a.refine == "off" else "auto"
+    reps, _ = coverage_replicates(model, post, replicates=a.replicates, n=a.num_individuals, warm=a.warmup, fixed=a.fixed, refine=refine)
+    labels = list(_truth(model))
+    covered = {k: int(sum(r["parameters"][k]["covered"] for r in reps)) for k in labels}
+    out = {"replicates": a.replicates, "num_individuals": a.num_individuals, "fixed": a.fixed, "refine": a.refine, "covered": covered,
+           "coverage_pooled": float(np.mean([covered[k] / a.replicates for k in labels])),
+           "bias": {k: float(np.mean([r["parameters"][k]["error"] for r in reps])) for k in labels},
+           "seconds_median": float(np.median([r["seconds"] for r in reps])), "replicate_results": reps}  # fmt: skip
+    a.out.write_text(json.dumps(out, indent=1))
+    for k in labels:
+        print(f"{k:18s} covered {covered[k]:2d}/{a.replicates}  bias {out['bias'][k]:+.4f}")
+    print(f"pooled coverage {out['coverage_pooled']:.3f}; median {out['seconds_median']:.1f} s per replicate")
+
+
+if __name__ == "__main__":
+    main()

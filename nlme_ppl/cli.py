@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         "--refine", action=argparse.BooleanOptionalAction, default=None,
         help="refine the estimator into the exact individual posteriors (default: on where the model's likelihood is tractable)",
     )  # fmt: skip
+    f.add_argument(
+        "--fixed-treatment", choices=["auto", "kernel", "likelihood"], default="auto",
+        help="how parameters without random effect enter the surrogate: 'likelihood' (an expansion of the exact "
+        "likelihood; the default on refined draws), 'kernel' (a Gaussian kernel; any model)",
+    )  # fmt: skip
     f.add_argument("--out", required=True, help="output folder")
 
     t = sub.add_parser("train", help="train an estimator for a built-in model (the shipped recipe by default)")
@@ -89,7 +94,7 @@ def _fit(args) -> int:
     key = jax.random.key(args.seed)
     t0 = time.perf_counter()
     refine = "auto" if args.refine is None else args.refine
-    fit = nlp.fit_map(population, post, data, key, num_draws=args.num_draws, num_starts=args.num_starts, refine=refine)
+    fit = nlp.fit_map(population, post, data, key, num_draws=args.num_draws, num_starts=args.num_starts, refine=refine, fixed=args.fixed_treatment)
     result = {
         "model": args.model,
         "method": args.method,
@@ -99,6 +104,7 @@ def _fit(args) -> int:
         "log_likelihood": fit.log_likelihood,
         "log_likelihood_note": "surrogate log p(D|theta) minus sum_i log p_train(y_i) (the training prior's marginal likelihood), at the MAP",
         "refined": fit.refined is not None,
+        "fixed_treatment": fit.fixed_treatment,
         "converged": bool(fit.converged[fit.best]),
         "iterations": int(fit.iterations[fit.best]),
         "surrogate_check": fit.diagnostics_summary(),
@@ -109,7 +115,7 @@ def _fit(args) -> int:
         import arviz as az
 
         # the refinement of the MAP fit is reused (its draws are the exact individual posteriors)
-        idata = nlp.fit_nuts(population, fit.refined if fit.refined is not None else post, data, key, refine=refine, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit)
+        idata = nlp.fit_nuts(population, fit.refined if fit.refined is not None else post, data, key, refine=refine, fixed=args.fixed_treatment, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit)
         idata.to_netcdf(out / "posterior.nc", engine="h5netcdf")
         summary = az.summary(idata, var_names=["mean", "sd"] + (["corr"] if "corr" in idata.posterior else []), ci_prob=0.9)
         table = summary.join(table[["value", "cv_percent"]].add_prefix("map_"), how="left")

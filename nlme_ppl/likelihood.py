@@ -23,6 +23,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.primitives import Messenger
 
+from ._lse import _lse_linear, _lse_linear_jit  # noqa: F401  (_lse_linear: tested here)
 from ._sites import SiteReader, check_factor_name
 
 __all__ = ["SurrogateDraws", "amortize", "log_weights", "prepare_draws"]
@@ -46,6 +47,12 @@ class SurrogateDraws(eqx.Module):
       `k(k-1)/2` cross products d_a d_b, a < b. Gaussian population distributions are
       evaluated through them as one batched matrix-vector product (the fast path).
     - `param_names`: names of the last axis.
+    - `fixed_names`, `fixed_point`: parameters without random effect whose likelihood is
+      expanded around `fixed_point` `(N, F)` (the *likelihood treatment*, see
+      [`expand_fixed`][nlme_ppl.inference.expand_fixed]): `stats` then ends with F + F + F(F-1)/2
+      columns (the gradient, half the Hessian's diagonal and its off-diagonal entries of
+      log p(y_i | φ) in those parameters, per draw), and `log_prior` holds the adjusted
+      per-draw terms. Empty (the default): such parameters get the kernel treatment.
     """
 
     values: Float[Array, "individuals draws k"]
@@ -54,6 +61,8 @@ class SurrogateDraws(eqx.Module):
     centre: Float[Array, "individuals k"]
     stats: Float[Array, "individuals draws columns"]
     param_names: tuple[str, ...] = eqx.field(static=True)
+    fixed_names: tuple[str, ...] = eqx.field(static=True, default=())
+    fixed_point: Float[Array, "individuals F"] | None = None
 
     @property
     def num_individuals(self) -> int:
@@ -68,9 +77,15 @@ class SurrogateDraws(eqx.Module):
         return self.values.shape[2]
 
     @property
+    def num_fixed_columns(self) -> int:
+        """The columns of `stats` that hold the likelihood expansion (0 without one)."""
+        f = len(self.fixed_names)
+        return 2 * f + f * (f - 1) // 2
+
+    @property
     def has_cross(self) -> bool:
         k = self.num_params
-        return self.stats.shape[-1] == 2 * k + k * (k - 1) // 2
+        return self.stats.shape[-1] - self.num_fixed_columns == 2 * k + k * (k - 1) // 2
 
     def subset(self, individuals=slice(None), draws=slice(None)) -> "SurrogateDraws":
         """These draws restricted to some individuals and/or draws (index arrays or slices);
@@ -82,8 +97,9 @@ class SurrogateDraws(eqx.Module):
             pick = lambda x: x[ind]  # noqa: E731
         return SurrogateDraws(
             pick(self.values)[:, draws], pick(self.log_prior)[:, draws], pick(self.bandwidth), pick(self.centre),
-            pick(self.stats)[:, draws], self.param_names,
-        )
+            pick(self.stats)[:, draws], self.param_names, self.fixed_names,
+            None if self.fixed_point is None else pick(self.fixed_point),
+        )  # fmt: skip
 
     def with_cross_products(self) -> "SurrogateDraws":
         """These draws with the cross products d_a d_b appended to `stats` (needed by the fast
@@ -92,7 +108,8 @@ class SurrogateDraws(eqx.Module):
             return self
         d = self.values - self.centre[:, None, :]
         a, b = np.triu_indices(self.num_params, k=1)
-        stats = jnp.concatenate([self.stats, d[..., a] * d[..., b]], axis=-1)
+        split = self.stats.shape[-1] - self.num_fixed_columns  # the cross products go before an expansion's columns
+        stats = jnp.concatenate([self.stats[..., :split], d[..., a] * d[..., b], self.stats[..., split:]], axis=-1)
         return eqx.tree_at(lambda x: x.stats, self, stats)
 
 
@@ -157,6 +174,8 @@ class _Surrogate(Messenger):
         self.coef = jnp.zeros((n, draws.stats.shape[-1]), jnp.float64)
         self.const = jnp.zeros((n,), jnp.float64)
         self.generic = None  # (M, N) direct log-densities, when some site is not Gaussian
+        self.fixed_loc: dict = {}  # the (N,) values of the parameters without random effect
+        # (those in `draws.fixed_names`, the likelihood treatment, get their terms once all are known)
         self.pairs = {pair: 2 * k + j for j, pair in enumerate(zip(*np.triu_indices(k, k=1)))}
 
     def _gaussian(self, idx: np.ndarray, loc, prec, log_det_scale):
@@ -194,13 +213,15 @@ class _Surrogate(Messenger):
         base = _unwrap(fn)
         centre = self.draws.centre[:, idx]
         if isinstance(base, dist.Delta):
-            # No random effect: smooth the point mass with a per-individual Gaussian kernel.
             if len(names) != 1:
                 raise ValueError(f"site {site!r}: a Delta population distribution must be a scalar site.")
             loc = jnp.broadcast_to(base.v, (n_ind,))
-            h = self.draws.bandwidth[:, idx[0]]
             self.fixed.append(names[0])
-            self._gaussian(idx, loc[:, None], (1.0 / h**2)[:, None, None], jnp.log(h))
+            self.fixed_loc[names[0]] = loc
+            if names[0] not in self.draws.fixed_names:
+                # the kernel treatment: smooth the point mass with a per-individual Gaussian kernel
+                h = self.draws.bandwidth[:, idx[0]]
+                self._gaussian(idx, loc[:, None], (1.0 / h**2)[:, None, None], jnp.log(h))
             value = loc
         elif len(names) == 1 and fn.event_shape == ():
             if isinstance(base, dist.Normal):
@@ -230,92 +251,36 @@ class _Surrogate(Messenger):
         msg["value"] = value
         msg["is_observed"] = True
 
+    def _coefficients(self):
+        """`coef` with the likelihood expansion's terms: for e = θ_f - `fixed_point`, the
+        per-draw log p(y_i | r_ij, θ_f) - log p(y_i | r_ij, f*) ≈ g·e + ½ eᵀHe."""
+        names = self.draws.fixed_names
+        if not names:
+            return self.coef
+        missing = [n for n in names if n not in self.fixed_loc]
+        if missing:
+            raise ValueError(
+                f"these draws carry the likelihood treatment of {missing}, but the population program gives "
+                f"{'it' if len(missing) == 1 else 'them'} a random effect: prepare the draws anew for this program "
+                "(nlp.prepare_draws, or let fit_map / fit_nuts take them)."
+            )
+        e = jnp.stack([self.fixed_loc[n] for n in names], -1) - self.draws.fixed_point  # (N, F)
+        a, b = np.triu_indices(len(names), k=1)
+        terms = jnp.concatenate([e, 0.5 * e * e, e[:, a] * e[:, b]], -1)
+        return self.coef.at[:, self.coef.shape[-1] - terms.shape[-1]:].add(terms)
+
     def log_sum_weights(self) -> Float[Array, " individuals"]:
         """logsumexp_j of `log_weights()`, through the fused kernel `_lse_linear` when every site
         took the fast path."""
         if self.generic is None:
-            return _lse_linear_jit(self.draws.stats, self.coef, self.const, self.draws.log_prior)
+            return _lse_linear_jit(self.draws.stats, self._coefficients(), self.const, self.draws.log_prior)
         return jax.nn.logsumexp(self.log_weights(), axis=1)
 
     def log_weights(self) -> Float[Array, "individuals draws"]:
-        """log p(φ_ij | θ) - log p_train(φ_ij) over the sites seen so far."""
-        out = jnp.einsum("nmc,nc->nm", self.draws.stats, self.coef) + (self.const[:, None] - self.draws.log_prior)
+        """log p(φ_ij | θ) - log p_train(φ_ij) over the sites seen so far (with the likelihood
+        treatment: the weight of the expansion, see `SurrogateDraws`)."""
+        out = jnp.einsum("nmc,nc->nm", self.draws.stats, self._coefficients()) + (self.const[:, None] - self.draws.log_prior)
         return out if self.generic is None else out + jnp.swapaxes(self.generic, 0, 1)
-
-
-# ---------------------------------------------------------------------- the fused fast path
-# The Gaussian fast path's log-likelihood is Σ_i logsumexp_j (s_ij · a_i + b_i - log p_train(φ_ij))
-# with sufficient statistics s (N, M, C). Its value and gradient are bound by memory traffic:
-# at N·M = 10⁶ the float64 statistics are 96 MB (k = 6, diagonal), and autodiff reads them twice
-# (once for the value, once for the gradient in a). `_lse_linear` reads them once: a loop over
-# blocks of `_BLOCK` individuals (small enough to stay in cache) computes the log-sum-exp and the
-# softmax-weighted mean statistics together, and its JVP is linear in those means. Second
-# derivatives (the Hessians of `fit_map`) differentiate the loop itself.
-
-#: Individuals per block of `_lse_linear` (16 was the fastest of 16, 64, 256 and 1000 at N·M = 10⁶, k = 6).
-_BLOCK = 16
-
-
-def _lse_core(stats, coef, const, log_prior):
-    """logsumexp_j and the softmax-weighted mean of the statistics, for a block of individuals."""
-    s = jnp.einsum("nmc,nc->nm", stats, coef) + const[:, None] - log_prior
-    top = jax.lax.stop_gradient(jnp.max(s, axis=1, keepdims=True))
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    e = jnp.exp(s - top)
-    z = jnp.sum(e, axis=1)
-    return top[:, 0] + jnp.log(z), jnp.einsum("nm,nmc->nc", e, stats) / z[:, None]
-
-
-def _lse_blocks(stats, coef, const, log_prior):
-    n = stats.shape[0]
-    if n <= _BLOCK:
-        return _lse_core(stats, coef, const, log_prior)
-
-    def body(b, out):
-        # the last block is shifted back to end at row n: its overlap is recomputed identically
-        start = jnp.minimum(b * _BLOCK, n - _BLOCK)
-        take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, _BLOCK)  # noqa: E731
-        lse, mean = _lse_core(take(stats), take(coef), take(const), take(log_prior))
-        return jax.lax.dynamic_update_slice_in_dim(out[0], lse, start, 0), jax.lax.dynamic_update_slice_in_dim(out[1], mean, start, 0)
-
-    init = (jnp.zeros(n, stats.dtype), jnp.zeros((n, stats.shape[-1]), stats.dtype))
-    return jax.lax.fori_loop(0, -(-n // _BLOCK), body, init)
-
-
-@jax.custom_jvp
-def _lse_linear(stats, coef, const, log_prior):
-    """logsumexp_j (stats[i, j] · coef[i] + const[i] - log_prior[i, j]), shape `(N,)`."""
-    return _lse_blocks(stats, coef, const, log_prior)[0]
-
-
-def _lse_linear_jvp(primals, tangents):
-    from jax.custom_derivatives import SymbolicZero
-
-    stats, coef, const, log_prior = primals
-    t_stats, t_coef, t_const, t_log_prior = tangents
-    lse, mean = _lse_blocks(stats, coef, const, log_prior)
-    if not (isinstance(t_stats, SymbolicZero) and isinstance(t_log_prior, SymbolicZero)):
-        # derivatives in the draws themselves: not used by inference, but keep them correct
-        w = jnp.exp(jnp.einsum("nmc,nc->nm", stats, coef) + const[:, None] - log_prior - lse[:, None])
-        extra = 0.0
-        if not isinstance(t_stats, SymbolicZero):
-            extra = extra + jnp.einsum("nm,nmc,nc->n", w, t_stats, coef)
-        if not isinstance(t_log_prior, SymbolicZero):
-            extra = extra - jnp.sum(w * t_log_prior, axis=1)
-    else:
-        extra = 0.0
-    t = jnp.zeros_like(lse) + extra
-    if not isinstance(t_coef, SymbolicZero):
-        t = t + jnp.sum(mean * t_coef, axis=-1)
-    if not isinstance(t_const, SymbolicZero):
-        t = t + t_const
-    return lse, t
-
-
-_lse_linear.defjvp(_lse_linear_jvp, symbolic_zeros=True)
-# jitted so that NumPyro's eager passes over the surrogate (initialisation, `log_likelihood`)
-# reuse one compiled loop instead of tracing it anew each call; inside a jit it is inlined
-_lse_linear_jit = jax.jit(_lse_linear)
 
 
 def log_weights(population, draws: SurrogateDraws, params: dict, *args, **kwargs) -> Float[Array, "individuals draws"]:

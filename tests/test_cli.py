@@ -31,6 +31,7 @@ def test_fit_map_writes_table_and_json(csv, tmp_path):
     assert set(params) == set(table.index) and "sd[offset]" not in params
     assert np.isfinite(fit["log_likelihood"]) and fit["num_individuals"] == 60
     assert fit["refined"] is True and "refined" in fit["surrogate_check"]  # tractable: refined by default
+    assert fit["fixed_treatment"] == "likelihood" == fit["surrogate_check"]["fixed_treatment"]  # refined draws: the expansion
     # 60 cells recover the population means to within a few tenths (the full recovery check is in benchmarks)
     assert abs(params["mean[k_m0_scale]"] - nlp.demo.DEMO_TRUTH["mean"]["k_m0_scale"]) < 0.3
 
@@ -89,3 +90,5 @@ def test_fit_theophylline_nonmem_file(tmp_path):
     assert abs(params["mean[CL]"] - 1.02) < 0.08 and abs(params["mean[V]"] - 3.45) < 0.08  # R nlme: 1.019, 3.449
     assert main(args + ["--no-refine"]) == 0  # without --fixed, sigma_add gets a random effect too
     assert json.loads((tmp_path / "fit.json").read_text())["refined"] is False
+    assert main(args + ["--fixed", "sigma_add", "--fixed-treatment", "kernel", "--num-starts", "2"]) == 0
+    assert json.loads((tmp_path / "fit.json").read_text())["fixed_treatment"] == "kernel"

@@ -142,7 +142,7 @@ def test_fixed_parameter_kernel_estimator():
     pop = nlp.populations.gaussian(model, fixed=("b",), mean_prior={"a": (0.0, 1e3), "b": (0.0, 1e3)}, sd_prior_scale=1e3)
     # diagnose=False: the few individuals whose own posterior of b sits ~3 SE from the shared
     # value get concentrated kernel weights (Pareto k > 0.7), which the check rightly reports.
-    fit = nlp.fit_map(pop, post, data, jax.random.key(6), num_draws=1000, num_starts=2, diagnose=False)
+    fit = nlp.fit_map(pop, post, data, jax.random.key(6), num_draws=1000, num_starts=2, diagnose=False, fixed="kernel")
     b = lg.ols(data)
     se_b = np.sqrt(lg.SIGMA**2 / np.sum(lg.TIMES**2) / data.num_individuals)
     assert "sd[b]" not in fit.params

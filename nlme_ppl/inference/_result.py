@@ -40,6 +40,10 @@ class MAPResult(eqx.Module):
     - `site`: the name of the surrogate's likelihood factor (the `log_likelihood` variable of `to_arviz`).
     - `refined`: the [`RefinedPosterior`][nlme_ppl.RefinedPosterior] whose draws were fitted
       (`refine` on), with its per-individual Pareto k and ESS, or None (the amortized path).
+    - `fixed_treatment`: how parameters without random effect entered the surrogate,
+      `"likelihood"` (the expansion of the exact likelihood) or `"kernel"` (see `fit_map`'s `fixed`).
+    - `fixed_rounds`: the fits made with the likelihood treatment (one per expansion point; 0
+      with the kernel treatment).
     """
 
     params: dict[str, float]
@@ -59,6 +63,8 @@ class MAPResult(eqx.Module):
     fixed_widths: dict | None = None
     site: str = eqx.field(static=True, default="obs")
     refined: object = None
+    fixed_treatment: str = eqx.field(static=True, default="kernel")
+    fixed_rounds: int = eqx.field(static=True, default=0)
 
     def table(self, truth: dict[str, float] | None = None) -> pd.DataFrame:
         """Estimates with standard errors, back-transformed values and CV%.
@@ -94,6 +100,7 @@ class MAPResult(eqx.Module):
             k = np.asarray(self.refined.pareto_k)
             out["refined"] = {"pareto_k_above_0.7": int(np.sum(k > 0.7)), "ess_median": float(np.median(self.refined.ess)),
                               "num_proposals": int(self.refined.values.shape[1])}
+        out["fixed_treatment"] = self.fixed_treatment
         if self.outliers is not None:
             out["summary_outlier_ids"] = list(self.outliers.bad(2.0))
         if self.fixed_widths:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,16 +14,17 @@ from numpyro.infer.util import unconstrain_fn
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
-from ..likelihood import SurrogateDraws, prepare_draws, wants_cross_products
+from ..likelihood import SurrogateDraws, fixed_parameters, prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
 from ._labels import flatten_params
 from ._objective import Objective, surrogate_model
 from ._optimize import preconditioner
 from ._result import MAPResult, parameter_table
+from .fixed import expand_fixed, fixed_point, wants_likelihood_treatment
 from .refine import RefinedPosterior, wants_refinement
 from .refine import refine as refine_posterior
 
-__all__ = ["MAPResult", "fit_map", "fit_map_draws", "parameter_table"]
+__all__ = ["MAPResult", "fit_likelihood_treatment", "fit_map", "fit_map_draws", "parameter_table"]
 
 #: The stream of a fit's key that the refinement draws from (`fold_in`; the fit's own splits are unchanged).
 _REFINE_STREAM = 0x5EF1
@@ -29,13 +32,17 @@ _REFINE_STREAM = 0x5EF1
 _init_values = eqx.filter_jit(lambda population, values: population.init_values(values))
 
 
-def _starts(objective: Objective, draws: SurrogateDraws, key, num_starts: int, jitter: float, probe) -> jnp.ndarray:
-    """Unconstrained starting points `(num_starts, d)`. `probe`: the `(draws, data)` on which to
-    run the program for its transforms (see `_probe`)."""
+def _starts(objective: Objective, draws: SurrogateDraws, key, num_starts: int, jitter: float, probe, init: dict | None = None) -> jnp.ndarray:
+    """Unconstrained starting points `(num_starts, d)`: around `init` (constrained site values)
+    when given, else the population's `init_values`, else from its prior. `probe`: the
+    `(draws, data)` on which to run the program for its transforms (see `_probe`)."""
     surrogate, (probe_draws, probe_data) = objective.surrogate, probe
     args, kwargs = (probe_data,), {"draws": probe_draws}
-    if hasattr(objective.population, "init_values"):
-        base = _init_values(objective.population, draws.values)
+    if init is not None or hasattr(objective.population, "init_values"):
+        if init is not None:
+            base = {k: jnp.asarray(v) for k, v in init.items() if k in objective.template}
+        else:
+            base = _init_values(objective.population, draws.values)
         z0 = objective.ravel(unconstrain_fn(surrogate, args, kwargs, base))
         noise = jitter * jax.random.normal(key, (num_starts, z0.shape[0]))
         return z0 + noise.at[0].set(0.0)
@@ -82,9 +89,12 @@ def fit_map_draws(
     fresh_draws: SurrogateDraws | None = None,
     num_rescore: int = 3,
     site: str = "obs",
+    init: dict | None = None,
 ) -> MAPResult:
     """[`fit_map`][nlme_ppl.fit_map] on draws already taken (used by `fit_nuts` too), without
-    the surrogate checks (see [`diagnose_fit`][nlme_ppl.inference.diagnose_fit])."""
+    the surrogate checks (see [`diagnose_fit`][nlme_ppl.inference.diagnose_fit]). With `init`
+    (constrained site values, e.g. a previous fit's `site_values`), the first start is there
+    and the others are jittered around it."""
     check_keys(key)
     num_starts = positive_int(num_starts, name="num_starts")
     k_init, k_start = jax.random.split(key)
@@ -92,7 +102,7 @@ def fit_map_draws(
     # program on a small probe, and build the one objective of this fit there.
     probe = _probe(population, draws, data, site)
     objective, postprocess = Objective.build(population, *probe, k_init, site=site)
-    z0 = _starts(objective, draws, k_start, num_starts, jitter, probe)
+    z0 = _starts(objective, draws, k_start, num_starts, jitter, probe, init)
     precond = preconditioner(objective.start_hessian(z0[0], draws, data))
     zs, losses, converged, iters = jax.device_get(objective.minimise(z0, precond, draws, data, int(max_iter), float(tol)))
     losses = np.where(np.isfinite(losses), losses, np.inf)
@@ -153,6 +163,7 @@ def fit_map(
     diagnose: bool = True,
     site: str = "obs",
     refine: bool | str = "auto",
+    fixed: str = "auto",
 ) -> MAPResult:
     """Maximum a posteriori population parameters under the amortized surrogate.
 
@@ -197,8 +208,14 @@ def fit_map(
       otherwise; `False` is the pure amortized path; `True` insists (an error without a
       tractable likelihood). A [`RefinedPosterior`][nlme_ppl.RefinedPosterior] passed as
       `posterior` is used as it is.
+    - `fixed`: how parameters without random effect (`Delta` sites) enter the surrogate:
+      `"likelihood"` by a second-order expansion of the exact likelihood in them, with no
+      kernel (tractable models; see [`expand_fixed`][nlme_ppl.inference.expand_fixed]),
+      `"kernel"` by a Gaussian kernel around their value (any model), `"auto"` (default): the
+      likelihood where the draws are exact (refinement on) and the model tractable.
 
-    **Returns:** a [`MAPResult`][nlme_ppl.MAPResult] (its `refined` field holds the refinement).
+    **Returns:** a [`MAPResult`][nlme_ppl.MAPResult] (its `refined` field holds the refinement,
+    `fixed_treatment` says which treatment was used).
     """
     check_keys(key)
     num_draws = positive_int(num_draws, name="num_draws")
@@ -207,10 +224,11 @@ def fit_map(
     cross = wants_cross_products(population)
     draws = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)
     fresh = prepare_draws(posterior, data, k_fresh, num_draws=num_draws, cross=cross) if num_starts > 1 else None
-    fit = fit_map_draws(
-        population, draws, data, k_fit, num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter,
-        fresh_draws=fresh, num_rescore=num_rescore, site=site,
-    )  # fmt: skip
+    options = dict(num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter, num_rescore=num_rescore, site=site)
+    if wants_likelihood_treatment(fixed, posterior):
+        fit, draws = fit_likelihood_treatment(population, posterior.model, draws, data, k_fit, fresh_draws=fresh, **options)
+    else:
+        fit = fit_map_draws(population, draws, data, k_fit, fresh_draws=fresh, **options)
     if isinstance(posterior, RefinedPosterior):
         fit = eqx.tree_at(lambda f: f.refined, fit, posterior, is_leaf=lambda x: x is None)
     if not diagnose:
@@ -219,6 +237,40 @@ def fit_map(
     return eqx.tree_at(
         lambda f: (f.importance, f.outliers, f.fixed_widths), fit, tuple(checks), is_leaf=lambda x: x is None
     )
+
+
+def fit_likelihood_treatment(
+    population, model, draws: SurrogateDraws, data: Dataset, key, *, init: dict | None = None, fresh_draws=None,
+    max_rounds: int = 3, tolerance: float = 0.1, **options,
+) -> tuple[MAPResult, SurrogateDraws]:
+    """[`fit_map_draws`][nlme_ppl.inference.map.fit_map_draws] with the likelihood treatment of
+    the parameters without random effect ([`expand_fixed`][nlme_ppl.inference.expand_fixed]).
+
+    The first expansion point is `init`'s values of those parameters where given, else the median
+    over individuals of their posterior means. After each fit the expansion moves to the estimate
+    until the estimate moves by at most `tolerance` individual posterior SDs (median over
+    individuals) from the point, in at most `max_rounds` fits; later rounds start at the
+    previous estimate. Returns the fit and the expanded draws it was made on (a program
+    without such parameters: the plain fit and `draws`)."""
+    names = fixed_parameters(population, draws, {} if init is None else init, data)
+    if not names:
+        return fit_map_draws(population, draws, data, key, fresh_draws=fresh_draws, init=init, **options), draws
+    idx = [draws.param_names.index(n) for n in names]
+    spread = np.maximum(np.median(np.std(np.asarray(draws.values)[..., idx], axis=1), axis=0), 1e-12)  # (F,)
+    if init is not None:
+        point = fixed_point(population, draws, init, data)
+    else:
+        point = {n: jnp.full(draws.num_individuals, float(np.median(np.asarray(draws.centre)[:, i]))) for n, i in zip(names, idx)}
+    for rounds in range(1, max_rounds + 1):
+        expanded = expand_fixed(draws, model, data, point)
+        fresh = None if fresh_draws is None else expand_fixed(fresh_draws, model, data, point)
+        fit = fit_map_draws(population, expanded, data, key, fresh_draws=fresh, init=init, **options)
+        new = fixed_point(population, expanded, fit.site_values, data)
+        moved = max(float(np.max(np.abs(np.asarray(new[n]) - np.asarray(point[n])))) / spread[a] for a, n in enumerate(names))
+        init, point = fit.site_values, new
+        if moved <= tolerance:
+            break
+    return dataclasses.replace(fit, fixed_treatment="likelihood", fixed_rounds=rounds), expanded
 
 
 def refined_posterior(posterior, data, key, refine):

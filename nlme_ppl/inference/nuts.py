@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 from numpyro.infer.util import log_likelihood
@@ -14,7 +15,8 @@ from ._diagnose import diagnose_fit
 from ._mcmc import run_nuts
 from ._objective import surrogate_model
 from ._result import MAPResult
-from .map import fit_map_draws, refined_posterior
+from .fixed import expand_fixed, fixed_point, wants_likelihood_treatment
+from .map import fit_likelihood_treatment, fit_map_draws, refined_posterior
 from .refine import RefinedPosterior
 
 __all__ = ["fit_nuts"]
@@ -38,6 +40,7 @@ def fit_nuts(
     site: str = "obs",
     diagnose: bool = True,
     refine: bool | str = "auto",
+    fixed: str = "auto",
 ) -> xr.DataTree:
     """Sample the population posterior with NumPyro NUTS over the amortized surrogate.
 
@@ -69,6 +72,10 @@ def fit_nuts(
     the exact individual posteriors where the likelihood is tractable; the tree's attributes
     say whether it was (`refined`), and its `surrogate_diagnostics` group then has the
     refinement's `refined_pareto_k` and `refined_ess` per individual.
+
+    `fixed` is as in [`fit_map`][nlme_ppl.fit_map]: with the likelihood treatment (the default
+    on refined draws of a tractable model), the expansion point is `init`'s estimate, or the
+    MAP's (found with the treatment), and the attribute `fixed_treatment` says which was used.
     """
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")
@@ -76,7 +83,17 @@ def fit_nuts(
     k_draws, k_map, k_mcmc = jax.random.split(key, 3)
     draws = prepare_draws(posterior, data, k_draws, num_draws=positive_int(num_draws, name="num_draws"), cross=wants_cross_products(population))
     surrogate = surrogate_model(population, site)  # the draws are a model argument
-    if init is None and init_map:
+    treatment = "kernel"
+    if wants_likelihood_treatment(fixed, posterior):
+        if init is None and init_map:
+            init, draws = fit_likelihood_treatment(population, posterior.model, draws, data, k_map, num_starts=4, site=site)
+        else:  # expanded at the given start (or at the individuals' medians)
+            point = fixed_point(population, draws, {} if init is None else init.site_values, data)
+            if point and init is None:
+                point = {n: jnp.full(data.num_individuals, float(np.median(v))) for n, v in point.items()}
+            draws = expand_fixed(draws, posterior.model, data, point) if point else draws
+        treatment = "likelihood" if draws.fixed_names else "kernel"
+    elif init is None and init_map:
         init = fit_map_draws(population, draws, data, k_map, num_starts=4, site=site)
     init = {} if init is None else {k: v for k, v in init.site_values.items() if k != "corr"}
     samples, stats, chain_method = run_nuts(
@@ -90,7 +107,7 @@ def fit_nuts(
 
     refined = isinstance(posterior, RefinedPosterior)
     attrs = {"inference": "NUTS over the amortized surrogate", "num_draws_per_individual": int(num_draws), "chain_method": chain_method,
-             "refined": int(refined)}  # fmt: skip
+             "refined": int(refined), "fixed_treatment": treatment}  # fmt: skip
     tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
     if diagnose:
         best = int(np.argmax(np.asarray(stats["lp"]).reshape(-1)))  # the posterior draw of highest density
