@@ -60,6 +60,7 @@ test-fast: $(SBI_STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 	$(PY) benchmarks/fidelity.py $(FIDELITY_ARGS)
+	$(PY) benchmarks/exact_agreement.py
 
 # The maths is rendered by MathJax 3: a copy from the npm registry goes into
 # docs/javascripts/vendor/mathjax (git-ignored), so the built site renders offline; without npm

@@ -70,7 +70,7 @@ def _min_ess(idata) -> tuple[float, float]:
     return float(s["ess_bulk"].min()), float(s["r_hat"].max())
 
 
-def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, **fit_options) -> tuple[list[dict], list]:
+def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, num_draws: int = 100, **fit_options) -> tuple[list[dict], list]:
     """`fit_nuts` (default settings unless `fit_options` says otherwise) on `replicates` synthetic
     populations of `n` cells drawn from `DEMO_TRUTH` (keys 9000 + r): per replicate, the time,
     ESS, R-hat and the 90 % interval of every population parameter against the truth."""
@@ -82,7 +82,7 @@ def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, **fi
         data = nlp.simulate_data(model, nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=n), k_obs)
         datasets.append(data)
         t0 = time.perf_counter()
-        idata = nlp.fit_nuts(pop, post, data, k_fit, num_draws=100, num_chains=2, num_warmup=warm, num_samples=warm, progress=False, diagnose=False,
+        idata = nlp.fit_nuts(pop, post, data, k_fit, num_draws=num_draws, num_chains=2, num_warmup=warm, num_samples=warm, progress=False, diagnose=False,
                              **fit_options)  # fmt: skip
         seconds = time.perf_counter() - t0
         ess, rhat = _min_ess(idata)
@@ -235,6 +235,7 @@ def main():
     p.add_argument("--replicates", type=int, default=20)
     p.add_argument("--num-individuals", type=int, default=200)
     p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--num-draws", type=int, default=100)
     p.add_argument("--fixed", default="auto", choices=["auto", "kernel", "likelihood"])
     p.add_argument("--refine", default="auto", choices=["auto", "off"])
     p.add_argument("--out", type=Path, required=True)
@@ -242,10 +243,10 @@ def main():
     model = nlp.models.frohlich_simple()
     post = nlp.pretrained("frohlich_simple")
     refine = False if a.refine == "off" else "auto"
-    reps, _ = coverage_replicates(model, post, replicates=a.replicates, n=a.num_individuals, warm=a.warmup, fixed=a.fixed, refine=refine)
+    reps, _ = coverage_replicates(model, post, replicates=a.replicates, n=a.num_individuals, warm=a.warmup, num_draws=a.num_draws, fixed=a.fixed, refine=refine)
     labels = list(_truth(model))
     covered = {k: int(sum(r["parameters"][k]["covered"] for r in reps)) for k in labels}
-    out = {"replicates": a.replicates, "num_individuals": a.num_individuals, "fixed": a.fixed, "refine": a.refine, "covered": covered,
+    out = {"replicates": a.replicates, "num_individuals": a.num_individuals, "num_draws": a.num_draws, "fixed": a.fixed, "refine": a.refine, "covered": covered,
            "coverage_pooled": float(np.mean([covered[k] / a.replicates for k in labels])),
            "bias": {k: float(np.mean([r["parameters"][k]["error"] for r in reps])) for k in labels},
            "seconds_median": float(np.median([r["seconds"] for r in reps])), "replicate_results": reps}  # fmt: skip

@@ -110,7 +110,7 @@ def expand_fixed(draws: SurrogateDraws, model, data: Dataset, point: dict) -> Su
     - `model`: the individual model (its likelihood must be tractable).
     - `data`: the [`Dataset`][nlme_ppl.Dataset] of the draws.
     - `point`: the expansion point f*: `(N,)` values (or scalars) by parameter name, e.g.
-      [`fixed_point`][nlme_ppl.inference.fixed.fixed_point] at a fit.
+      [`fixed_point`][nlme_ppl.inference.fixed_point] at a fit.
 
     **Returns:** [`SurrogateDraws`][nlme_ppl.SurrogateDraws] whose `fixed_names` are `point`'s
     names; the surrogate evaluates those parameters through the expansion (and refuses a

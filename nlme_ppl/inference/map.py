@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -14,6 +15,7 @@ from numpyro.infer.util import unconstrain_fn
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
+from ..diagnostics import SurrogateWarning
 from ..likelihood import SurrogateDraws, fixed_parameters, prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
 from ._labels import flatten_params
@@ -270,6 +272,14 @@ def fit_likelihood_treatment(
         init, point = fit.site_values, new
         if moved <= tolerance:
             break
+    else:
+        warnings.warn(
+            f"the likelihood treatment of {list(names)}: after {max_rounds} fits the estimate still moved by {moved:.2f} "
+            f"individual posterior SDs from the expansion point (tolerance {tolerance}); the second-order expansion may be "
+            "inaccurate there. Check the fit's convergence, or use fixed='kernel'.",
+            SurrogateWarning,
+            stacklevel=3,
+        )
     return dataclasses.replace(fit, fixed_treatment="likelihood", fixed_rounds=rounds), expanded
 
 

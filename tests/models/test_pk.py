@@ -135,11 +135,12 @@ def test_theophylline_agrees_with_r_nlme():
     model (examples/theophylline_nlme.R): population means within 0.03 on the log scale,
     random-effect SDs within 12 %, the residual SD (no random effect) within 0.1 on the log scale.
 
-    Measured (2026-12, issue 15), 1,000 draws, keys 0-2: means differ by at most 0.016 (CL), SDs
-    by at most 6.9 % (CL), log sigma_add by at most 0.061. The bounds are those plus margins of
-    0.014, 5 points and 0.04, for the draws' key. (The raw estimator at 200 draws, the earlier
-    default, was off by up to 0.024 and 16.6 %, and by 0.22 on log sigma_add; refined at 200
-    draws its fixed-effect kernel weights are too few: 3-4 of 12 subjects have Pareto k > 0.7.)"""
+    Measured (2026-12, issue 15), 1,000 draws, keys 0-2, with the kernel treatment of sigma_add:
+    means differ by at most 0.016 (CL), SDs by at most 6.9 % (CL), log sigma_add by at most
+    0.061; the bounds are those plus margins of 0.014, 5 points and 0.04. With the likelihood
+    treatment (now the default on refined draws): means by at most 0.017, SDs by 3.0 % at this
+    key (11.8 % at key 2), log sigma_add by at most 0.024. (The raw estimator at 200 draws, the
+    earlier default, was off by up to 0.024 and 16.6 %, and by 0.22 on log sigma_add.)"""
     import pandas as pd
     from pathlib import Path
 
