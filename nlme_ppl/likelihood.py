@@ -50,8 +50,8 @@ class SurrogateDraws(eqx.Module):
     - `fixed_names`, `fixed_point`: parameters without random effect whose likelihood is
       expanded around `fixed_point` `(N, F)` (the *likelihood treatment*, see
       [`expand_fixed`][nlme_ppl.inference.expand_fixed]): `stats` then ends with F + F + F(F-1)/2
-      columns (the gradient, half the Hessian's diagonal and its off-diagonal entries of
-      log p(y_i | φ) in those parameters, per draw), and `log_prior` holds the adjusted
+      columns (the gradient, the Hessian's diagonal and its entries above the diagonal, of
+      log p(y_i | φ) in those parameters at `fixed_point`, per draw), and `log_prior` holds the adjusted
       per-draw terms. Empty (the default): such parameters get the kernel treatment.
     """
 
