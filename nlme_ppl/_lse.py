@@ -11,12 +11,12 @@ __all__ = ["lse_linear", "lse_linear_jit"]
 # The Gaussian fast path's log-likelihood is Σ_i logsumexp_j (s_ij · a_i + b_i - log p_train(φ_ij))
 # with sufficient statistics s (N, M, C). Its value and gradient are bound by memory traffic:
 # at N·M = 10⁶ the float64 statistics are 96 MB (k = 6, diagonal), and autodiff reads them twice
-# (once for the value, once for the gradient in a). `_lse_linear` reads them once: a loop over
+# (once for the value, once for the gradient in a). `lse_linear` reads them once: a loop over
 # blocks of `_BLOCK` individuals (small enough to stay in cache) computes the log-sum-exp and the
 # softmax-weighted mean statistics together, and its JVP is linear in those means. Second
 # derivatives (the Hessians of `fit_map`) differentiate the loop itself.
 
-#: Individuals per block of `_lse_linear` (16 was the fastest of 16, 64, 256 and 1000 at N·M = 10⁶, k = 6).
+#: Individuals per block of `lse_linear` (16 was the fastest of 16, 64, 256 and 1000 at N·M = 10⁶, k = 6).
 _BLOCK = 16
 
 
@@ -47,7 +47,7 @@ def _lse_blocks(stats, coef, const, log_prior):
 
 
 @jax.custom_jvp
-def _lse_linear(stats, coef, const, log_prior):
+def lse_linear(stats, coef, const, log_prior):
     """logsumexp_j (stats[i, j] · coef[i] + const[i] - log_prior[i, j]), shape `(N,)`."""
     return _lse_blocks(stats, coef, const, log_prior)[0]
 
@@ -76,10 +76,7 @@ def _lse_linear_jvp(primals, tangents):
     return lse, t
 
 
-_lse_linear.defjvp(_lse_linear_jvp, symbolic_zeros=True)
+lse_linear.defjvp(_lse_linear_jvp, symbolic_zeros=True)
 # jitted so that NumPyro's eager passes over the surrogate (initialisation, `log_likelihood`)
 # reuse one compiled loop instead of tracing it anew each call; inside a jit it is inlined
-_lse_linear_jit = jax.jit(_lse_linear)
-
-lse_linear = _lse_linear
-lse_linear_jit = _lse_linear_jit
+lse_linear_jit = jax.jit(lse_linear)

@@ -23,7 +23,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.primitives import Messenger
 
-from ._lse import _lse_linear, _lse_linear_jit  # noqa: F401  (_lse_linear: tested here)
+from ._lse import lse_linear_jit
 from ._sites import SiteReader, check_factor_name
 
 __all__ = ["SurrogateDraws", "amortize", "log_weights", "prepare_draws"]
@@ -270,10 +270,10 @@ class _Surrogate(Messenger):
         return self.coef.at[:, self.coef.shape[-1] - terms.shape[-1]:].add(terms)
 
     def log_sum_weights(self) -> Float[Array, " individuals"]:
-        """logsumexp_j of `log_weights()`, through the fused kernel `_lse_linear` when every site
+        """logsumexp_j of `log_weights()`, through the fused kernel `lse_linear` when every site
         took the fast path."""
         if self.generic is None:
-            return _lse_linear_jit(self.draws.stats, self._coefficients(), self.const, self.draws.log_prior)
+            return lse_linear_jit(self.draws.stats, self._coefficients(), self.const, self.draws.log_prior)
         return jax.nn.logsumexp(self.log_weights(), axis=1)
 
     def log_weights(self) -> Float[Array, "individuals draws"]:

@@ -218,7 +218,7 @@ def test_draws_subset_by_slice_equals_by_index(setup):
 def test_fused_log_sum_exp_matches_autodiff(n):
     """`_lse_linear` (one pass over the statistics, custom JVP) against jax.nn.logsumexp of the
     same linear form: value, gradient, Hessian, and derivatives in the draws themselves."""
-    from nlme_ppl.likelihood import _lse_linear
+    from nlme_ppl._lse import lse_linear as _lse_linear
 
     rng = np.random.default_rng(n)
     stats, log_prior = rng.normal(size=(n, 9, 4)), rng.normal(size=(n, 9))

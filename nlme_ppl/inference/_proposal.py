@@ -85,7 +85,7 @@ def find_components(
 
     def one(design, y, z0):
         neg = lambda p: -log_target(model, p, design, y)  # noqa: E731
-        modes, values, _, iters = jax.vmap(lambda z: lbfgs(neg, z, max_iter=max_iter, tol=tol))(z0)
+        modes, values, _, _ = jax.vmap(lambda z: lbfgs(neg, z, max_iter=max_iter, tol=tol))(z0)
         ok = jnp.isfinite(values) & jnp.all(jnp.isfinite(modes), axis=-1)
         modes = jnp.where(ok[:, None], modes, z0)
         dens = jnp.where(ok, -values, -jnp.inf)

@@ -16,13 +16,13 @@ from numpyro.infer.util import unconstrain_fn
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..diagnostics import SurrogateWarning
-from ..likelihood import SurrogateDraws, fixed_parameters, prepare_draws, wants_cross_products
+from ..likelihood import SurrogateDraws, prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
 from ._labels import flatten_params
 from ._objective import Objective, surrogate_model
 from ._optimize import preconditioner
 from ._result import MAPResult, parameter_table
-from .fixed import expand_fixed, fixed_point, wants_likelihood_treatment
+from .fixed import expand_fixed, fixed_point, initial_point, wants_likelihood_treatment
 from .refine import RefinedPosterior, wants_refinement
 from .refine import refine as refine_posterior
 
@@ -254,15 +254,12 @@ def fit_likelihood_treatment(
     individuals) from the point, in at most `max_rounds` fits; later rounds start at the
     previous estimate. Returns the fit and the expanded draws it was made on (a program
     without such parameters: the plain fit and `draws`)."""
-    names = fixed_parameters(population, draws, {} if init is None else init, data)
-    if not names:
+    point = initial_point(population, draws, data, init)
+    if not point:
         return fit_map_draws(population, draws, data, key, fresh_draws=fresh_draws, init=init, **options), draws
+    names = tuple(point)
     idx = [draws.param_names.index(n) for n in names]
     spread = np.maximum(np.median(np.std(np.asarray(draws.values)[..., idx], axis=1), axis=0), 1e-12)  # (F,)
-    if init is not None:
-        point = fixed_point(population, draws, init, data)
-    else:
-        point = {n: jnp.full(draws.num_individuals, float(np.median(np.asarray(draws.centre)[:, i]))) for n, i in zip(names, idx)}
     for rounds in range(1, max_rounds + 1):
         expanded = expand_fixed(draws, model, data, point)
         fresh = None if fresh_draws is None else expand_fixed(fresh_draws, model, data, point)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 from numpyro.infer.util import log_likelihood
@@ -15,7 +14,7 @@ from ._diagnose import diagnose_fit
 from ._mcmc import run_nuts
 from ._objective import surrogate_model
 from ._result import MAPResult
-from .fixed import expand_fixed, fixed_point, wants_likelihood_treatment
+from .fixed import expand_fixed, initial_point, wants_likelihood_treatment
 from .map import fit_likelihood_treatment, fit_map_draws, refined_posterior
 from .refine import RefinedPosterior
 
@@ -87,10 +86,8 @@ def fit_nuts(
     if wants_likelihood_treatment(fixed, posterior):
         if init is None and init_map:
             init, draws = fit_likelihood_treatment(population, posterior.model, draws, data, k_map, num_starts=4, site=site)
-        else:  # expanded at the given start (or at the individuals' medians)
-            point = fixed_point(population, draws, {} if init is None else init.site_values, data)
-            if point and init is None:
-                point = {n: jnp.full(data.num_individuals, float(np.median(v))) for n, v in point.items()}
+        else:  # expanded at the given start (or at the median of the individual posterior means)
+            point = initial_point(population, draws, data, None if init is None else init.site_values)
             draws = expand_fixed(draws, posterior.model, data, point) if point else draws
         treatment = "likelihood" if draws.fixed_names else "kernel"
     elif init is None and init_map:

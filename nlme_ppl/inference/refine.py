@@ -308,15 +308,14 @@ def refine(
             model, designs, obs, jnp.asarray(q_values[rows]), jnp.asarray(perms), floor, num_starts, int(max_iter), float(tol), float(drop_below)
         )  # fmt: skip
         kb = jax.random.fold_in(k_t, b)
-        fixed = [model.prior_sample(jax.random.fold_in(k_prior, b), (block, num_prior))]
+        extra = [model.prior_sample(jax.random.fold_in(k_prior, b), (block, num_prior))]
         if num_q:
-            fixed.append(jnp.asarray(q_values[rows, :num_q]))
-        sub = data.subset(rows[: min(block, n - start)])
-
-        values = jnp.concatenate([sample_mixture_t(kb, loc, chol, log_cw, float(df), num_t), *fixed], axis=1)
+            extra.append(jnp.asarray(q_values[rows, :num_q]))
+        values = jnp.concatenate([sample_mixture_t(kb, loc, chol, log_cw, float(df), num_t), *extra], axis=1)
         log_terms = [math.log(num_t / num_proposals) + mixture_t_log_prob(values, loc, chol, log_cw, float(df)),
                      math.log(num_prior / num_proposals) + model.prior_log_prob(values)]  # fmt: skip
         if num_q:
+            sub = data.subset(rows[: min(block, n - start)])
             log_q = np.asarray(posterior.log_prob(sub, np.asarray(values)[: len(sub.ids)]), np.float64)
             log_q = np.concatenate([log_q, np.repeat(log_q[-1:], block - log_q.shape[0], axis=0)])
             log_terms.append(math.log(num_q / num_proposals) + jnp.asarray(log_q))
