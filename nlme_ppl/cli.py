@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         help="refine the estimator into the exact individual posteriors (default: on where the model's likelihood is tractable)",
     )  # fmt: skip
     f.add_argument(
+        "--max-draws", type=int, default=1000,
+        help="draws per individual, in all, for individuals whose importance weights at the fit have Pareto k > 0.7 "
+        "(the fit is redone with them; default 1000; equal to --num-draws: off)",
+    )
+    f.add_argument(
         "--fixed-treatment", choices=["auto", "kernel", "likelihood"], default="auto",
         help="how parameters without random effect enter the surrogate: 'likelihood' (an expansion of the exact "
         "likelihood; the default on refined draws), 'kernel' (a Gaussian kernel; any model)",
@@ -94,7 +99,8 @@ def _fit(args) -> int:
     key = jax.random.key(args.seed)
     t0 = time.perf_counter()
     refine = "auto" if args.refine is None else args.refine
-    fit = nlp.fit_map(population, post, data, key, num_draws=args.num_draws, num_starts=args.num_starts, refine=refine, fixed=args.fixed_treatment)
+    fit = nlp.fit_map(population, post, data, key, num_draws=args.num_draws, num_starts=args.num_starts, refine=refine, fixed=args.fixed_treatment,
+                      max_draws=args.max_draws)  # fmt: skip
     result = {
         "model": args.model,
         "method": args.method,
@@ -105,6 +111,7 @@ def _fit(args) -> int:
         "log_likelihood_note": "surrogate log p(D|theta) minus sum_i log p_train(y_i) (the training prior's marginal likelihood), at the MAP",
         "refined": fit.refined is not None,
         "fixed_treatment": fit.fixed_treatment,
+        "raised": list(fit.raised),
         "converged": bool(fit.converged[fit.best]),
         "iterations": int(fit.iterations[fit.best]),
         "surrogate_check": fit.diagnostics_summary(),
@@ -115,7 +122,7 @@ def _fit(args) -> int:
         import arviz as az
 
         # the refinement of the MAP fit is reused (its draws are the exact individual posteriors)
-        idata = nlp.fit_nuts(population, fit.refined if fit.refined is not None else post, data, key, refine=refine, fixed=args.fixed_treatment, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit)
+        idata = nlp.fit_nuts(population, fit.refined if fit.refined is not None else post, data, key, refine=refine, fixed=args.fixed_treatment, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit, max_draws=args.max_draws)
         idata.to_netcdf(out / "posterior.nc", engine="h5netcdf")
         summary = az.summary(idata, var_names=["mean", "sd"] + (["corr"] if "corr" in idata.posterior else []), ci_prob=0.9)
         table = summary.join(table[["value", "cv_percent"]].add_prefix("map_"), how="left")

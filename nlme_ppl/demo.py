@@ -121,7 +121,8 @@ def run_demo(out: str | Path = "demo_output", *, num_individuals: int = 500, num
         )
     print(
         f"Surrogate check at the MAP: {check['pareto_k_above_0.7']} of {num_individuals} cells have Pareto k > 0.7 "
-        f"(median ESS {check['ess_median']:.1f} of {num_draws} draws); {len(check['summary_outlier_ids'])} cells far "
+        f"(median ESS {check['ess_median']:.1f} of {num_draws} draws; {check['raised']} cells raised to {check['max_draws']} "
+        f"draws, and the fit redone); {len(check['summary_outlier_ids'])} cells far "
         "outside the training simulations. See diagnostics.csv and docs/guide/diagnostics.md."
     )
     return table

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,128 +22,14 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.primitives import Messenger
 
+from ._draws import SurrogateDraws, draws_from_values, prepare_draws, wants_cross_products
 from ._lse import lse_linear_jit
 from ._sites import SiteReader, check_factor_name
 
-__all__ = ["SurrogateDraws", "amortize", "log_weights", "prepare_draws"]
+__all__ = ["SurrogateDraws", "amortize", "draws_from_values", "log_weights", "prepare_draws", "wants_cross_products"]
 
 #: numpyro site type given to intercepted individual-parameter sites (ignored by inference).
 AMORTIZED_SITE = "amortized"
-
-
-class SurrogateDraws(eqx.Module):
-    """Draws φ_ij ~ q(φ | y_i) taken once per data set, with what the surrogate needs of them.
-
-    **Fields:**
-
-    - `values`: `(N, M, k)` draws, last axis in `param_names` order.
-    - `log_prior`: `(N, M)` training-prior log-density of each draw.
-    - `bandwidth`: `(N, k)` kernel widths used for parameters without a random effect
-      (a `Delta` population distribution): Scott's rule on each individual's draws.
-    - `centre`: `(N, k)` each individual's mean draw c_i.
-    - `stats`: `(N, M, C)` sufficient statistics of the centred draws d_ij = φ_ij - c_i:
-      the `k` values d, the `k` squares d², then (only when built with `cross=True`) the
-      `k(k-1)/2` cross products d_a d_b, a < b. Gaussian population distributions are
-      evaluated through them as one batched matrix-vector product (the fast path).
-    - `param_names`: names of the last axis.
-    - `fixed_names`, `fixed_point`: parameters without random effect whose likelihood is
-      expanded around `fixed_point` `(N, F)` (the *likelihood treatment*, see
-      [`expand_fixed`][nlme_ppl.inference.expand_fixed]): `stats` then ends with F + F + F(F-1)/2
-      columns (the gradient, the Hessian's diagonal and its entries above the diagonal, of
-      log p(y_i | φ) in those parameters at `fixed_point`, per draw), and `log_prior` holds the adjusted
-      per-draw terms. Empty (the default): such parameters get the kernel treatment.
-    """
-
-    values: Float[Array, "individuals draws k"]
-    log_prior: Float[Array, "individuals draws"]
-    bandwidth: Float[Array, "individuals k"]
-    centre: Float[Array, "individuals k"]
-    stats: Float[Array, "individuals draws columns"]
-    param_names: tuple[str, ...] = eqx.field(static=True)
-    fixed_names: tuple[str, ...] = eqx.field(static=True, default=())
-    fixed_point: Float[Array, "individuals F"] | None = None
-
-    @property
-    def num_individuals(self) -> int:
-        return self.values.shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        return self.values.shape[1]
-
-    @property
-    def num_params(self) -> int:
-        return self.values.shape[2]
-
-    @property
-    def num_fixed_columns(self) -> int:
-        """The columns of `stats` that hold the likelihood expansion (0 without one)."""
-        f = len(self.fixed_names)
-        return 2 * f + f * (f - 1) // 2
-
-    @property
-    def has_cross(self) -> bool:
-        k = self.num_params
-        return self.stats.shape[-1] - self.num_fixed_columns == 2 * k + k * (k - 1) // 2
-
-    def subset(self, individuals=slice(None), draws=slice(None)) -> "SurrogateDraws":
-        """These draws restricted to some individuals and/or draws (index arrays or slices);
-        `centre` and `bandwidth` are kept as computed from all draws."""
-        if isinstance(individuals, slice):  # basic indexing: no gather over all N·M·C statistics
-            pick = lambda x: x[individuals]  # noqa: E731
-        else:
-            ind = np.atleast_1d(np.arange(self.num_individuals)[individuals])
-            pick = lambda x: x[ind]  # noqa: E731
-        return SurrogateDraws(
-            pick(self.values)[:, draws], pick(self.log_prior)[:, draws], pick(self.bandwidth), pick(self.centre),
-            pick(self.stats)[:, draws], self.param_names, self.fixed_names,
-            None if self.fixed_point is None else pick(self.fixed_point),
-        )  # fmt: skip
-
-    def with_cross_products(self) -> "SurrogateDraws":
-        """These draws with the cross products d_a d_b appended to `stats` (needed by the fast
-        path of correlated (`MultivariateNormal`) population distributions)."""
-        if self.has_cross:
-            return self
-        d = self.values - self.centre[:, None, :]
-        a, b = np.triu_indices(self.num_params, k=1)
-        split = self.stats.shape[-1] - self.num_fixed_columns  # the cross products go before an expansion's columns
-        stats = jnp.concatenate([self.stats[..., :split], d[..., a] * d[..., b], self.stats[..., split:]], axis=-1)
-        return eqx.tree_at(lambda x: x.stats, self, stats)
-
-
-def wants_cross_products(population) -> bool:
-    """Whether `population` has a correlated Gaussian site that the fast path evaluates through
-    cross products (the built-in Gaussian population with `covariance="full"`)."""
-    return getattr(population, "covariance", None) == "full" and len(getattr(population, "random", ())) > 1
-
-
-def prepare_draws(posterior, data, key, *, num_draws: int = 100, num_fixed: int = 2, cross: bool = False) -> SurrogateDraws:
-    """Sample `num_draws` draws per individual from `posterior` and precompute the surrogate's inputs.
-
-    `num_fixed` is the dimension used in Scott's bandwidth rule M^(-1/(d+4)) for parameters
-    without random effect (the bandwidth only matters for those). `cross=True` also stores
-    the cross products used by correlated Gaussian populations (`covariance="full"`).
-    """
-    values = jnp.asarray(posterior.sample(data, key, num_draws=num_draws), jnp.float64)
-    return draws_from_values(values, posterior.model, num_fixed=num_fixed, cross=cross)
-
-
-def draws_from_values(values, model, *, num_fixed: int = 2, cross: bool = False) -> SurrogateDraws:
-    """[`SurrogateDraws`][nlme_ppl.SurrogateDraws] from given `(N, M, k)` draws of `model`'s parameters."""
-    values = jnp.asarray(values, jnp.float64)
-    n, m, k = values.shape
-    if k != model.num_params:
-        raise ValueError(f"draws have {k} parameters but model {model.name!r} has {model.num_params}: {model.param_names}.")
-    if not bool(jnp.all(jnp.isfinite(values))):
-        bad = int(jnp.argmax(~jnp.all(jnp.isfinite(values), axis=(1, 2))))
-        raise ValueError(f"the estimator returned non-finite draws for individual at row {bad}; check its data.")
-    sd = jnp.std(values, axis=1)
-    bandwidth = sd * m ** (-1.0 / (num_fixed + 4))
-    centre = jnp.mean(values, axis=1)
-    d = values - centre[:, None, :]
-    out = SurrogateDraws(values, model.prior_log_prob(values), bandwidth, centre, jnp.concatenate([d, d * d], -1), model.param_names)
-    return out.with_cross_products() if cross else out
 
 
 def _unwrap(fn):
@@ -174,6 +59,7 @@ class _Surrogate(Messenger):
         self.coef = jnp.zeros((n, draws.stats.shape[-1]), jnp.float64)
         self.const = jnp.zeros((n,), jnp.float64)
         self.generic = None  # (M, N) direct log-densities, when some site is not Gaussian
+        self.generic_extra = None  # (M_e, E) the same at the extra draws
         self.fixed_loc: dict = {}  # the (N,) values of the parameters without random effect
         # (those in `draws.fixed_names`, the likelihood treatment, get their terms once all are known)
         self.pairs = {pair: 2 * k + j for j, pair in enumerate(zip(*np.triu_indices(k, k=1)))}
@@ -192,8 +78,17 @@ class _Surrogate(Messenger):
                 self.coef = self.coef.at[:, self.pairs[(i, j)]].add(-prec[..., a, b] * jnp.ones(n))
         self.const = self.const - 0.5 * jnp.sum(pe * e, -1) - log_det_scale - len(idx) * _HALF_LOG_2PI
 
-    def _direct(self, lp):
+    def _direct(self, fn, select):
+        """Add `fn.log_prob` at the draws, `select` taking the site's value from `(N, M, k)` values."""
+        lp = fn.log_prob(jnp.moveaxis(select(self.draws.values), 1, 0))
         self.generic = lp if self.generic is None else self.generic + lp
+        extra = self.draws.extra
+        if extra is not None:
+            # fn is batched over all N individuals: the extra draws go to their owners' rows, the centre elsewhere
+            n, idx = self.draws.num_individuals, self.draws.extra_index
+            full = jnp.broadcast_to(self.draws.centre[:, None, :], (n, extra.num_draws, extra.num_params)).at[idx].set(extra.values)
+            lp = fn.log_prob(jnp.moveaxis(select(full), 1, 0))[:, idx]
+            self.generic_extra = lp if self.generic_extra is None else self.generic_extra + lp
 
     def process_message(self, msg):
         if msg["type"] in ("sample", "deterministic"):
@@ -229,7 +124,7 @@ class _Surrogate(Messenger):
                 scale = jnp.broadcast_to(base.scale, (n_ind,))
                 self._gaussian(idx, loc[:, None], (1.0 / scale**2)[:, None, None], jnp.log(scale))
             else:
-                self._direct(fn.log_prob(jnp.moveaxis(self.draws.values[..., idx[0]], 1, 0)))
+                self._direct(fn, lambda v: v[..., idx[0]])
             value = centre[:, 0]
         elif fn.event_shape == (len(names),):
             shared = isinstance(base, dist.MultivariateNormal) and math.prod(base.scale_tril.shape[:-2]) == 1
@@ -240,7 +135,7 @@ class _Surrogate(Messenger):
                 loc = jnp.broadcast_to(base.loc, (n_ind, len(names)))
                 self._gaussian(idx, loc, inv.T @ inv, jnp.sum(jnp.log(jnp.diagonal(chol))))
             else:
-                self._direct(fn.log_prob(jnp.moveaxis(self.draws.values[..., idx], 1, 0)))
+                self._direct(fn, lambda v: v[..., idx])
             value = centre
         else:
             raise ValueError(
@@ -270,17 +165,33 @@ class _Surrogate(Messenger):
         return self.coef.at[:, self.coef.shape[-1] - terms.shape[-1]:].add(terms)
 
     def log_sum_weights(self) -> Float[Array, " individuals"]:
-        """logsumexp_j of `log_weights()`, through the fused kernel `lse_linear` when every site
-        took the fast path."""
+        """logsumexp_j of `log_weights()` (and of `log_weights_extra()` for the individuals with
+        extra draws), through the fused kernel `lse_linear` when every site took the fast path."""
+        draws, coef = self.draws, self._coefficients()
         if self.generic is None:
-            return lse_linear_jit(self.draws.stats, self._coefficients(), self.const, self.draws.log_prior)
-        return jax.nn.logsumexp(self.log_weights(), axis=1)
+            out = lse_linear_jit(draws.stats, coef, self.const, draws.log_prior)
+        else:
+            out = jax.nn.logsumexp(self.log_weights(), axis=1)
+        if draws.extra is None:
+            return out
+        idx = draws.extra_index
+        if self.generic is None:
+            more = lse_linear_jit(draws.extra.stats, coef[idx], self.const[idx], draws.extra.log_prior)
+        else:
+            more = jax.nn.logsumexp(self.log_weights_extra(), axis=1)
+        return out.at[idx].set(jnp.logaddexp(out[idx], more))
 
     def log_weights(self) -> Float[Array, "individuals draws"]:
         """log p(φ_ij | θ) - log p_train(φ_ij) over the sites seen so far (with the likelihood
         treatment: the weight of the expansion, see `SurrogateDraws`)."""
         out = jnp.einsum("nmc,nc->nm", self.draws.stats, self._coefficients()) + (self.const[:, None] - self.draws.log_prior)
         return out if self.generic is None else out + jnp.swapaxes(self.generic, 0, 1)
+
+    def log_weights_extra(self) -> Float[Array, "raised extra"]:
+        """`log_weights()` at the extra draws `(E, M_e)` of the individuals at `draws.extra_index`."""
+        extra, idx = self.draws.extra, self.draws.extra_index
+        out = jnp.einsum("nmc,nc->nm", extra.stats, self._coefficients()[idx]) + (self.const[idx][:, None] - extra.log_prior)
+        return out if self.generic_extra is None else out + jnp.swapaxes(self.generic_extra, 0, 1)
 
 
 def log_weights(population, draws: SurrogateDraws, params: dict, *args, **kwargs) -> Float[Array, "individuals draws"]:
@@ -290,7 +201,8 @@ def log_weights(population, draws: SurrogateDraws, params: dict, *args, **kwargs
     `args` and `kwargs` are the population program's own arguments (usually `data`). The
     surrogate's per-individual term is `logsumexp_j` of these minus log M; their spread tells
     how well the draws cover the population distribution (see
-    [`importance_from_fit`][nlme_ppl.diagnostics.importance_from_fit]).
+    [`importance_from_fit`][nlme_ppl.diagnostics.importance_from_fit], which also weighs the
+    extra draws of `draws.extra`; these are the weights of the M draws every individual has).
     """
     return _evaluated(population, draws, params, args, kwargs).log_weights()
 
@@ -317,9 +229,9 @@ def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "ob
     `infer={"individual_params": names}`) are intercepted: their distributions p(φ | θ) are
     evaluated at the stored draws, and a factor named `site` with one term per individual,
 
-        logsumexp_j (log p(φ_ij | θ) - log p_train(φ_ij)) - log M,
+        logsumexp_j (log p(φ_ij | θ) - log p_train(φ_ij)) - log M_i,
 
-    is added. NumPyro's MAP, NUTS, `Predictive` and `log_likelihood` run on it unchanged;
+    is added (M_i = M, or M + M_e for an individual with extra draws). NumPyro's MAP, NUTS, `Predictive` and `log_likelihood` run on it unchanged;
     `log_likelihood` returns the per-individual terms under `site`, for LOO.
 
     A site whose distribution is a `Delta` (a parameter without random effect) gets a
@@ -338,7 +250,7 @@ def amortize(population, draws: SurrogateDraws | None = None, *, site: str = "ob
             out = population(*args, **kwargs)
         handler.sites.check_complete()
         check_factor_name(site, handler.names)
-        numpyro.factor(site, handler.log_sum_weights() - math.log(draws.num_draws))
+        numpyro.factor(site, handler.log_sum_weights() - jnp.log(draws.draws_per_individual()))
         return out
 
     surrogate.__name__ = f"amortized_{getattr(population, '__name__', type(population).__name__)}"

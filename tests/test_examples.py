@@ -24,8 +24,10 @@ def test_every_example_has_tiny_settings():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(TINY)
 
 
-#: Examples whose tiny run still takes minutes: run by make test-all, not by make test.
-HEAVY = {"sbi_sde.py"}
+#: Examples whose tiny run still takes minutes: run by make test-all, not by make test (measured
+#: in one suite run on 2 cores: sunitinib 394 s, pk_censored 164 s; their models are tested in
+#: tests/models, censoring in tests/models/test_censoring.py).
+HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py"}
 
 
 @pytest.mark.slow

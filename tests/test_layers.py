@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nlme_ppl.designs",),
     ("nlme_ppl.simulation",),
     ("nlme_ppl.estimators", "nlme_ppl.backends"),  # a backend is an estimator, reached only by the registry
-    ("nlme_ppl.likelihood",),
+    ("nlme_ppl._draws", "nlme_ppl.likelihood"),  # the surrogate's draws, and the handler
     ("nlme_ppl.populations",),
     ("nlme_ppl.diagnostics",),
     ("nlme_ppl.inference",),

@@ -61,12 +61,15 @@ class ImportanceDiagnostics(eqx.Module):
     - `ess`: `(N,)` effective sample size `1 / Σ_j ŵ_ij²` of the normalised raw weights, in `[1, M]`
       (0 when no draw has positive weight).
     - `num_draws`: `M`, the draws per individual.
+    - `draws`: `(N,)` the draws of each individual where some have more than `M` (extra
+      draws, see [`fit_map`][nlme_ppl.fit_map]'s `max_draws`), else `None` (all have `M`).
     """
 
     ids: tuple[str, ...] = eqx.field(static=True)
     pareto_k: Float[np.ndarray, " individuals"]
     ess: Float[np.ndarray, " individuals"]
     num_draws: int = eqx.field(static=True)
+    draws: np.ndarray | None = None
 
     def __check_init__(self):
         n = len(self.ids)
@@ -90,14 +93,16 @@ class ImportanceDiagnostics(eqx.Module):
 
     def table(self, threshold: float = 0.7) -> pd.DataFrame:
         """One row per individual, indexed by id: `pareto_k`, `ess`, `ess_fraction` (`ess / M`) and
-        `flag` (`True` where `pareto_k > threshold`)."""
+        `flag` (`True` where `pareto_k > threshold`), and `draws` (each individual's draws)."""
         k = np.asarray(self.pareto_k, np.float64)
+        draws = np.full(k.shape, self.num_draws) if self.draws is None else np.asarray(self.draws, int)
         return pd.DataFrame(
             {
                 "pareto_k": k,
                 "ess": np.asarray(self.ess, np.float64),
-                "ess_fraction": np.asarray(self.ess, np.float64) / self.num_draws,
+                "ess_fraction": np.asarray(self.ess, np.float64) / draws,
                 "flag": k > threshold,
+                "draws": draws,
             },
             index=pd.Index(self.ids, name="id"),
         )
@@ -206,8 +211,9 @@ def importance_from_fit(population, draws, fit_or_params, data) -> ImportanceDia
 
     **Returns:** an [`ImportanceDiagnostics`][nlme_ppl.diagnostics.ImportanceDiagnostics], with
     `data.ids` as ids.
+    An individual with extra draws (`draws.extra`) is judged on all its draws.
     """
-    from ..likelihood import amortize, log_weights
+    from ..likelihood import _evaluated, amortize
 
     params = getattr(fit_or_params, "site_values", fit_or_params)
     if not isinstance(params, Mapping):
@@ -230,5 +236,15 @@ def importance_from_fit(population, draws, fit_or_params, data) -> ImportanceDia
             f"no value given for population site(s) {missing}; pass every site of the population program "
             f"(given: {sorted(params)}), e.g. MAPResult.site_values."
         )
-    log_w = np.asarray(log_weights(population, draws, params, data), np.float64)
-    return importance_diagnostics(log_w, ids=data.ids)
+    handler = _evaluated(population, draws, params, (data,), {})
+    log_w = np.asarray(handler.log_weights(), np.float64)
+    out = importance_diagnostics(log_w, ids=data.ids)
+    if draws.extra is None:
+        return out
+    rows = np.asarray(draws.extra_index)
+    more = importance_diagnostics(np.concatenate([log_w[rows], np.asarray(handler.log_weights_extra(), np.float64)], axis=1),
+                                  ids=[data.ids[i] for i in rows])  # fmt: skip
+    k, ess = np.array(out.pareto_k), np.array(out.ess)
+    k[rows], ess[rows] = more.pareto_k, more.ess
+    counts = np.asarray(draws.draws_per_individual()).astype(int)
+    return ImportanceDiagnostics(ids=out.ids, pareto_k=k, ess=ess, num_draws=out.num_draws, draws=counts)

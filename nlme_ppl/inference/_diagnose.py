@@ -33,6 +33,8 @@ class FitDiagnostics(NamedTuple):
     def to_dataset(self, ids) -> xr.Dataset:
         """The checks as the `surrogate_diagnostics` group of a DataTree (dim `individual`)."""
         out = {"pareto_k": ("individual", np.asarray(self.importance.pareto_k)), "ess": ("individual", np.asarray(self.importance.ess))}
+        if self.importance.draws is not None:
+            out["draws"] = ("individual", np.asarray(self.importance.draws))
         if self.outliers is not None:
             out["summary_distance"] = ("individual", np.asarray(self.outliers.distance))
             out["summary_tail_prob"] = ("individual", np.asarray(self.outliers.tail_prob))

@@ -44,6 +44,9 @@ class MAPResult(eqx.Module):
       `"likelihood"` (the expansion of the exact likelihood) or `"kernel"` (see `fit_map`'s `fixed`).
     - `fixed_rounds`: the fits made with the likelihood treatment (one per expansion point; 0
       with the kernel treatment).
+    - `raised`: the ids of the individuals that got extra draws (Pareto k > 0.7 at the first
+      fit; `fit_map`'s `max_draws`), for which the fit was redone; empty if none.
+    - `max_draws`: the cap of an individual's draws (0 where not recorded).
     """
 
     params: dict[str, float]
@@ -65,6 +68,8 @@ class MAPResult(eqx.Module):
     refined: object = None
     fixed_treatment: str = eqx.field(static=True, default="kernel")
     fixed_rounds: int = eqx.field(static=True, default=0)
+    raised: tuple[str, ...] = eqx.field(static=True, default=())
+    max_draws: int = eqx.field(static=True, default=0)
 
     def table(self, truth: dict[str, float] | None = None) -> pd.DataFrame:
         """Estimates with standard errors, back-transformed values and CV%.
@@ -96,6 +101,9 @@ class MAPResult(eqx.Module):
             out["ess_median"] = float(np.median(self.importance.ess))
             out["num_draws"] = int(self.importance.num_draws)
             out["high_k_ids"] = list(self.importance.bad())
+        out["raised"] = len(self.raised)
+        out["raised_ids"] = list(self.raised)
+        out["max_draws"] = int(self.max_draws)
         if self.refined is not None:
             k = np.asarray(self.refined.pareto_k)
             out["refined"] = {"pareto_k_above_0.7": int(np.sum(k > 0.7)), "ess_median": float(np.median(self.refined.ess)),

@@ -37,8 +37,9 @@ from .refine import EXACT_BACKENDS
 
 __all__ = ["expand_fixed", "fixed_point", "initial_point", "wants_likelihood_treatment"]
 
-#: Likelihood evaluations (with their f-Hessians) per compiled block call: bounds the memory.
-_EVALS_PER_BLOCK = 100_000
+#: Likelihood evaluations (with their f-Hessians) per compiled block call: bounds the memory
+#: (sunitinib's take about 2 MB each: 16,000 in one block asked for 32 GB).
+_EVALS_PER_BLOCK = 2048
 
 FIXED_TREATMENTS = ("auto", "kernel", "likelihood")
 
@@ -152,7 +153,12 @@ def expand_fixed(draws: SurrogateDraws, model, data: Dataset, point: dict) -> Su
     if np.all(~np.isfinite(adjust), axis=1).any():
         i = int(np.argmax(np.all(~np.isfinite(adjust), axis=1)))
         raise ValueError(f"individual {data.ids[i]!r}: the likelihood is not finite at {dict(zip(names, f_star[i]))} for any draw.")
+    extra = None
+    if draws.extra is not None:  # the extra draws of some individuals, expanded at their points
+        rows = np.asarray(draws.extra_index)
+        extra = expand_fixed(draws.extra, model, data.subset(rows), {p: f_star[rows, a] for a, p in enumerate(names)})
     return SurrogateDraws(
         draws.values, draws.log_prior + jnp.asarray(adjust), draws.bandwidth, draws.centre,
         jnp.concatenate([draws.stats, jnp.asarray(np.concatenate(stats))], -1), draws.param_names, names, jnp.asarray(f_star),
+        extra, draws.extra_index,
     )  # fmt: skip

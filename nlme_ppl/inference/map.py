@@ -15,7 +15,7 @@ from numpyro.infer.util import unconstrain_fn
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
-from ..diagnostics import SurrogateWarning
+from ..diagnostics import SurrogateWarning, importance_from_fit
 from ..likelihood import SurrogateDraws, prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
 from ._labels import flatten_params
@@ -30,6 +30,10 @@ __all__ = ["MAPResult", "fit_likelihood_treatment", "fit_map", "fit_map_draws", 
 
 #: The stream of a fit's key that the refinement draws from (`fold_in`; the fit's own splits are unchanged).
 _REFINE_STREAM = 0x5EF1
+#: The stream of a fit's key that the extra draws of high-k individuals come from.
+_RAISE_STREAM = 0x5EF2
+#: Pareto k above which an individual gets extra draws (Vehtari et al. 2024: unreliable above 0.7).
+RAISE_THRESHOLD = 0.7
 
 _init_values = eqx.filter_jit(lambda population, values: population.init_values(values))
 
@@ -166,6 +170,7 @@ def fit_map(
     site: str = "obs",
     refine: bool | str = "auto",
     fixed: str = "auto",
+    max_draws: int = 1000,
 ) -> MAPResult:
     """Maximum a posteriori population parameters under the amortized surrogate.
 
@@ -216,21 +221,38 @@ def fit_map(
       `"kernel"` by a Gaussian kernel around their value (any model), `"auto"` (default): the
       likelihood where the draws are exact (refinement on) and the model tractable.
 
+    - `max_draws`: individuals whose importance weights at the estimate have Pareto k > 0.7 get
+      extra draws from the same posterior, up to `max_draws` draws each in all, and the fit is
+      redone from the estimate on them (once). `max_draws=num_draws` turns it off.
+
     **Returns:** a [`MAPResult`][nlme_ppl.MAPResult] (its `refined` field holds the refinement,
-    `fixed_treatment` says which treatment was used).
+    `fixed_treatment` says which treatment was used, `raised` which individuals got extra draws;
+    its `importance` check is that of the final fit, on all draws).
     """
     check_keys(key)
     num_draws = positive_int(num_draws, name="num_draws")
+    max_draws = _max_draws(max_draws, num_draws)
     posterior = refined_posterior(posterior, data, key, refine)
     k_draws, k_fresh, k_fit = jax.random.split(key, 3)
     cross = wants_cross_products(population)
-    draws = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)
-    fresh = prepare_draws(posterior, data, k_fresh, num_draws=num_draws, cross=cross) if num_starts > 1 else None
+    base = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)
+    base_fresh = prepare_draws(posterior, data, k_fresh, num_draws=num_draws, cross=cross) if num_starts > 1 else None
     options = dict(num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter, num_rescore=num_rescore, site=site)
-    if wants_likelihood_treatment(fixed, posterior):
-        fit, draws = fit_likelihood_treatment(population, posterior.model, draws, data, k_fit, fresh_draws=fresh, **options)
-    else:
-        fit = fit_map_draws(population, draws, data, k_fit, fresh_draws=fresh, **options)
+    likelihood = wants_likelihood_treatment(fixed, posterior)
+
+    def fit_on(draws, fresh, init):
+        if likelihood:
+            return fit_likelihood_treatment(population, posterior.model, draws, data, k_fit, fresh_draws=fresh, init=init, **options)
+        return fit_map_draws(population, draws, data, k_fit, fresh_draws=fresh, init=init, **options), draws
+
+    fit, draws = fit_on(base, base_fresh, None)
+    rows = high_k_rows(population, draws, fit.site_values, data) if max_draws > num_draws else np.zeros(0, int)
+    if rows.size:
+        k_more, k_more_fresh = jax.random.split(jax.random.fold_in(key, _RAISE_STREAM))
+        base = with_extra_draws(posterior, base, data, rows, k_more, max_draws=max_draws)
+        base_fresh = None if base_fresh is None else with_extra_draws(posterior, base_fresh, data, rows, k_more_fresh, max_draws=max_draws)
+        fit, draws = fit_on(base, base_fresh, fit.site_values)
+    fit = dataclasses.replace(fit, raised=tuple(data.ids[i] for i in rows), max_draws=max_draws)
     if isinstance(posterior, RefinedPosterior):
         fit = eqx.tree_at(lambda f: f.refined, fit, posterior, is_leaf=lambda x: x is None)
     if not diagnose:
@@ -278,6 +300,25 @@ def fit_likelihood_treatment(
             stacklevel=3,
         )
     return dataclasses.replace(fit, fixed_treatment="likelihood", fixed_rounds=rounds), expanded
+
+
+def _max_draws(max_draws, num_draws: int) -> int:
+    max_draws = positive_int(max_draws, name="max_draws")
+    if max_draws < num_draws:
+        raise ValueError(f"`max_draws` ({max_draws}) is the cap of an individual's draws in all: it must be at least num_draws ({num_draws}).")
+    return max_draws
+
+
+def high_k_rows(population, draws: SurrogateDraws, params: dict, data: Dataset, *, threshold: float = RAISE_THRESHOLD) -> np.ndarray:
+    """Rows of the individuals whose importance weights at `params` have Pareto k > `threshold`."""
+    return np.flatnonzero(np.asarray(importance_from_fit(population, draws, params, data).pareto_k) > threshold)
+
+
+def with_extra_draws(posterior, draws: SurrogateDraws, data: Dataset, rows, key, *, max_draws: int) -> SurrogateDraws:
+    """`draws` (not yet expanded) with `max_draws - M` extra draws from `posterior` for the
+    individuals at `rows` (see [`SurrogateDraws.with_extra`][nlme_ppl.SurrogateDraws.with_extra])."""
+    values = posterior.sample(data.subset(rows), key, num_draws=max_draws - draws.num_draws)
+    return draws.with_extra(values, rows, posterior.model)
 
 
 def refined_posterior(posterior, data, key, refine):

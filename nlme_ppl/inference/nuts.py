@@ -15,7 +15,7 @@ from ._mcmc import run_nuts
 from ._objective import surrogate_model
 from ._result import MAPResult
 from .fixed import expand_fixed, initial_point, wants_likelihood_treatment
-from .map import fit_likelihood_treatment, fit_map_draws, refined_posterior
+from .map import _RAISE_STREAM, _max_draws, fit_likelihood_treatment, fit_map_draws, high_k_rows, refined_posterior, with_extra_draws
 from .refine import RefinedPosterior
 
 __all__ = ["fit_nuts"]
@@ -40,6 +40,7 @@ def fit_nuts(
     diagnose: bool = True,
     refine: bool | str = "auto",
     fixed: str = "auto",
+    max_draws: int = 1000,
 ) -> xr.DataTree:
     """Sample the population posterior with NumPyro NUTS over the amortized surrogate.
 
@@ -75,12 +76,19 @@ def fit_nuts(
     `fixed` is as in [`fit_map`][nlme_ppl.fit_map]: with the likelihood treatment (the default
     on refined draws of a tractable model), the expansion point is `init`'s estimate, or the
     MAP's (found with the treatment), and the attribute `fixed_treatment` says which was used.
+
+    `max_draws` is as in [`fit_map`][nlme_ppl.fit_map]: individuals whose importance weights at
+    the start (`init`, or the MAP) have Pareto k > 0.7 get extra draws, up to `max_draws` each,
+    before sampling; the attribute `num_raised` counts them, and the `surrogate_diagnostics`
+    group's `draws` gives each individual's draws.
     """
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")
     posterior = refined_posterior(posterior, data, key, refine)
+    num_draws = positive_int(num_draws, name="num_draws")
+    max_draws = _max_draws(max_draws, num_draws)
     k_draws, k_map, k_mcmc = jax.random.split(key, 3)
-    draws = prepare_draws(posterior, data, k_draws, num_draws=positive_int(num_draws, name="num_draws"), cross=wants_cross_products(population))
+    base = draws = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=wants_cross_products(population))
     surrogate = surrogate_model(population, site)  # the draws are a model argument
     treatment = "kernel"
     if wants_likelihood_treatment(fixed, posterior):
@@ -92,6 +100,13 @@ def fit_nuts(
         treatment = "likelihood" if draws.fixed_names else "kernel"
     elif init is None and init_map:
         init = fit_map_draws(population, draws, data, k_map, num_starts=4, site=site)
+    rows = np.zeros(0, int)
+    if init is not None and max_draws > num_draws:
+        rows = high_k_rows(population, draws, init.site_values, data)
+    if rows.size:  # extra draws where the weights at the start are heavy-tailed (expanded at the same point)
+        base = with_extra_draws(posterior, base, data, rows, jax.random.fold_in(key, _RAISE_STREAM), max_draws=max_draws)
+        point = {n: draws.fixed_point[:, a] for a, n in enumerate(draws.fixed_names)}
+        draws = expand_fixed(base, posterior.model, data, point) if point else base
     init = {} if init is None else {k: v for k, v in init.site_values.items() if k != "corr"}
     samples, stats, chain_method = run_nuts(
         surrogate, k_mcmc, data, draws=draws, init=init, num_chains=num_chains, num_warmup=num_warmup,
@@ -104,7 +119,7 @@ def fit_nuts(
 
     refined = isinstance(posterior, RefinedPosterior)
     attrs = {"inference": "NUTS over the amortized surrogate", "num_draws_per_individual": int(num_draws), "chain_method": chain_method,
-             "refined": int(refined), "fixed_treatment": treatment}  # fmt: skip
+             "refined": int(refined), "fixed_treatment": treatment, "num_raised": int(rows.size), "max_draws": max_draws}  # fmt: skip
     tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
     if diagnose:
         best = int(np.argmax(np.asarray(stats["lp"]).reshape(-1)))  # the posterior draw of highest density

@@ -65,7 +65,7 @@ def test_narrow_population_flagged_and_warned():
     assert np.all(diag.ess < 5)
     assert diag.bad() == tuple(ids)
     table = diag.table()
-    assert list(table.columns) == ["pareto_k", "ess", "ess_fraction", "flag"]
+    assert list(table.columns) == ["pareto_k", "ess", "ess_fraction", "flag", "draws"]
     assert table.index.name == "id" and list(table.index) == ids
     assert table["flag"].all()
     np.testing.assert_allclose(table["ess_fraction"], diag.ess / 100)

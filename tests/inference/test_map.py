@@ -120,3 +120,30 @@ def test_site_names_the_likelihood_factor(problem):
         nlp.fit_map(with_obs_site, post, data, key, **kw)
     clash = nlp.fit_map(with_obs_site, post, data, key, site="lik", **kw)
     assert "obs" in clash.site_values and clash.pointwise.shape == (data.num_individuals,)
+
+
+def test_high_k_individuals_get_extra_draws_and_the_fit_is_redone():
+    """A population much narrower than the individual posteriors, at 30 draws: some individuals'
+    weights have Pareto k > 0.7 at the fit (3 of 60 here). They, and only they, get draws up to
+    `max_draws`, the fit is redone on them, and the result's checks count all their draws."""
+    model = lg.model()
+    data, _ = lg.simulate_population(jax.random.key(11), 60, np.array([0.5, -1.0]), np.array([0.08, 0.06]))
+    post, pop, key = lg.ExactPosterior(model), nlp.populations.gaussian(model), jax.random.key(3)
+    with pytest.warns(nlp.diagnostics.SurrogateWarning, match="Pareto k > 0.7"):
+        plain = nlp.fit_map(pop, post, data, key, num_draws=30, num_starts=2, max_draws=30)
+    flagged = plain.importance.bad()
+    assert plain.raised == () and len(flagged) >= 1
+    fit = nlp.fit_map(pop, post, data, key, num_draws=30, num_starts=2, max_draws=600)
+    assert fit.raised == flagged and fit.max_draws == 600
+    counts = fit.importance.table()["draws"]
+    assert set(counts[list(flagged)]) == {600} and set(counts.drop(list(flagged))) == {30}
+    summary = fit.diagnostics_summary()
+    assert summary["raised"] == len(flagged) and summary["raised_ids"] == list(flagged)
+    assert summary["pareto_k_above_0.7"] == len(fit.importance.bad())
+    assert fit.params != plain.params
+    with pytest.raises(ValueError, match="at least num_draws"):
+        nlp.fit_map(pop, post, data, key, num_draws=30, max_draws=20)
+    tree = nlp.fit_nuts(pop, post, data, key, num_draws=30, init=plain, max_draws=600, num_chains=1, num_warmup=50, num_samples=50, progress=False)
+    # judged at the start on NUTS's own draws
+    draws = tree["surrogate_diagnostics"]["draws"].to_series()
+    assert tree["posterior"].attrs["num_raised"] == int(np.sum(draws == 600)) >= 1 and set(draws) == {30, 600}

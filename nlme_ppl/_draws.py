@@ -1,0 +1,186 @@
+"""The surrogate's inputs: draws φ_ij ~ q(φ | y_i) taken once per data set, their sufficient
+statistics, and the extra draws of the individuals that need more (see `with_extra`)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+__all__ = ["SurrogateDraws", "draws_from_values", "prepare_draws", "wants_cross_products"]
+
+
+def _statistics(values, centre, cross: bool):
+    """`[d, d², (d_a d_b, a < b)]` of the draws centred at `centre` `(N, k)`."""
+    d = values - centre[:, None, :]
+    parts = [d, d * d]
+    if cross:
+        a, b = np.triu_indices(values.shape[-1], k=1)
+        parts.append(d[..., a] * d[..., b])
+    return jnp.concatenate(parts, -1)
+
+
+class SurrogateDraws(eqx.Module):
+    """Draws φ_ij ~ q(φ | y_i) taken once per data set, with what the surrogate needs of them.
+
+    **Fields:**
+
+    - `values`: `(N, M, k)` draws, last axis in `param_names` order.
+    - `log_prior`: `(N, M)` training-prior log-density of each draw.
+    - `bandwidth`: `(N, k)` kernel widths used for parameters without a random effect
+      (a `Delta` population distribution): Scott's rule on each individual's draws.
+    - `centre`: `(N, k)` each individual's mean draw c_i.
+    - `stats`: `(N, M, C)` sufficient statistics of the centred draws d_ij = φ_ij - c_i:
+      the `k` values d, the `k` squares d², then (only when built with `cross=True`) the
+      `k(k-1)/2` cross products d_a d_b, a < b. Gaussian population distributions are
+      evaluated through them as one batched matrix-vector product (the fast path).
+    - `param_names`: names of the last axis.
+    - `fixed_names`, `fixed_point`: parameters without random effect whose likelihood is
+      expanded around `fixed_point` `(N, F)` (the *likelihood treatment*, see
+      [`expand_fixed`][nlme_ppl.inference.expand_fixed]): `stats` then ends with F + F + F(F-1)/2
+      columns (the gradient, the Hessian's diagonal and its entries above the diagonal, of
+      log p(y_i | φ) in those parameters at `fixed_point`, per draw), and `log_prior` holds the adjusted
+      per-draw terms. Empty (the default): such parameters get the kernel treatment.
+    - `extra`, `extra_index`: more draws for some individuals (see
+      [`with_extra`][nlme_ppl.SurrogateDraws.with_extra]): `extra` holds `(E, M_e, ·)` draws
+      of the individuals at rows `extra_index` `(E,)`, centred at their `centre`, so that
+      individual `extra_index[e]` has M + M_e draws in all. `None`: every individual has M.
+    """
+
+    values: Float[Array, "individuals draws k"]
+    log_prior: Float[Array, "individuals draws"]
+    bandwidth: Float[Array, "individuals k"]
+    centre: Float[Array, "individuals k"]
+    stats: Float[Array, "individuals draws columns"]
+    param_names: tuple[str, ...] = eqx.field(static=True)
+    fixed_names: tuple[str, ...] = eqx.field(static=True, default=())
+    fixed_point: Float[Array, "individuals F"] | None = None
+    extra: SurrogateDraws | None = None
+    extra_index: Int[Array, " raised"] | None = None
+
+    @property
+    def num_individuals(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        """M, the draws every individual has (more for those with `extra` draws)."""
+        return self.values.shape[1]
+
+    @property
+    def num_params(self) -> int:
+        return self.values.shape[2]
+
+    @property
+    def num_fixed_columns(self) -> int:
+        """The columns of `stats` that hold the likelihood expansion (0 without one)."""
+        f = len(self.fixed_names)
+        return 2 * f + f * (f - 1) // 2
+
+    @property
+    def has_cross(self) -> bool:
+        k = self.num_params
+        return self.stats.shape[-1] - self.num_fixed_columns == 2 * k + k * (k - 1) // 2
+
+    def draws_per_individual(self) -> Float[Array, " individuals"]:
+        """`(N,)` draws of each individual: M, plus its extra draws."""
+        counts = jnp.full(self.num_individuals, float(self.num_draws))
+        return counts if self.extra is None else counts.at[self.extra_index].add(float(self.extra.num_draws))
+
+    def subset(self, individuals=slice(None), draws=slice(None)) -> SurrogateDraws:
+        """These draws restricted to some individuals and/or draws (index arrays or slices);
+        `centre` and `bandwidth` are kept as computed from all draws. Extra draws follow their
+        individuals when all draws are kept, and are dropped by a selection of draws."""
+        if isinstance(individuals, slice):  # basic indexing: no gather over all N·M·C statistics
+            pick = lambda x: x[individuals]  # noqa: E731
+        else:
+            ind = np.atleast_1d(np.arange(self.num_individuals)[individuals])
+            pick = lambda x: x[ind]  # noqa: E731
+        extra = index = None
+        if self.extra is not None and isinstance(draws, slice) and draws == slice(None):
+            lookup = np.full(self.num_individuals, -1)
+            lookup[np.asarray(self.extra_index)] = np.arange(self.extra.num_individuals)
+            rows = pick(lookup)
+            keep = np.flatnonzero(rows >= 0)
+            if keep.size:
+                extra, index = self.extra.subset(rows[keep]), jnp.asarray(keep)
+        return SurrogateDraws(
+            pick(self.values)[:, draws], pick(self.log_prior)[:, draws], pick(self.bandwidth), pick(self.centre),
+            pick(self.stats)[:, draws], self.param_names, self.fixed_names,
+            None if self.fixed_point is None else pick(self.fixed_point), extra, index,
+        )  # fmt: skip
+
+    def with_cross_products(self) -> SurrogateDraws:
+        """These draws with the cross products d_a d_b appended to `stats` (needed by the fast
+        path of correlated (`MultivariateNormal`) population distributions)."""
+        if self.has_cross:
+            return self
+        d = self.values - self.centre[:, None, :]
+        a, b = np.triu_indices(self.num_params, k=1)
+        split = self.stats.shape[-1] - self.num_fixed_columns  # the cross products go before an expansion's columns
+        stats = jnp.concatenate([self.stats[..., :split], d[..., a] * d[..., b], self.stats[..., split:]], axis=-1)
+        out = eqx.tree_at(lambda x: x.stats, self, stats)
+        if self.extra is not None:
+            out = eqx.tree_at(lambda x: x.extra, out, self.extra.with_cross_products())
+        return out
+
+    def with_extra(self, values: Float[Array, "raised extra k"], index, model) -> SurrogateDraws:
+        """These draws with `values` `(E, M_e, k)` more draws of the individuals at rows `index`
+        `(E,)`, from the same posterior as the others.
+
+        Their statistics are centred at those individuals' `centre`, so the surrogate adds them
+        to the same sums: individual `index[e]`'s term becomes
+        `logsumexp` over its M + M_e draws `- log(M + M_e)`. Draws already expanded by the
+        likelihood treatment are refused: add the extra draws first, then expand."""
+        if self.fixed_names:
+            raise ValueError("these draws carry the likelihood treatment already: add extra draws to the draws before expanding them.")
+        if self.extra is not None:
+            raise ValueError("these draws have extra draws already; add all of them in one call.")
+        index = np.asarray(index, dtype=int).reshape(-1)
+        values = jnp.asarray(values, jnp.float64)
+        if values.ndim != 3 or values.shape[0] != index.size or values.shape[2] != self.num_params:
+            raise ValueError(f"extra draws must have shape ({index.size}, M_e, {self.num_params}); got {values.shape}.")
+        if index.size and (index.min() < 0 or index.max() >= self.num_individuals or np.unique(index).size != index.size):
+            raise ValueError(f"`index` must hold distinct rows in [0, {self.num_individuals}); got {index.tolist()}.")
+        if not bool(jnp.all(jnp.isfinite(values))):
+            raise ValueError("the extra draws are not all finite.")
+        if index.size == 0:
+            return self
+        centre = self.centre[index]
+        extra = SurrogateDraws(
+            values, model.prior_log_prob(values), self.bandwidth[index], centre, _statistics(values, centre, self.has_cross), self.param_names
+        )  # fmt: skip
+        return eqx.tree_at(lambda x: (x.extra, x.extra_index), self, (extra, jnp.asarray(index)), is_leaf=lambda x: x is None)
+
+
+def wants_cross_products(population) -> bool:
+    """Whether `population` has a correlated Gaussian site that the fast path evaluates through
+    cross products (the built-in Gaussian population with `covariance="full"`)."""
+    return getattr(population, "covariance", None) == "full" and len(getattr(population, "random", ())) > 1
+
+
+def prepare_draws(posterior, data, key, *, num_draws: int = 100, num_fixed: int = 2, cross: bool = False) -> SurrogateDraws:
+    """Sample `num_draws` draws per individual from `posterior` and precompute the surrogate's inputs.
+
+    `num_fixed` is the dimension used in Scott's bandwidth rule M^(-1/(d+4)) for parameters
+    without random effect (the bandwidth only matters for those). `cross=True` also stores
+    the cross products used by correlated Gaussian populations (`covariance="full"`).
+    """
+    values = jnp.asarray(posterior.sample(data, key, num_draws=num_draws), jnp.float64)
+    return draws_from_values(values, posterior.model, num_fixed=num_fixed, cross=cross)
+
+
+def draws_from_values(values, model, *, num_fixed: int = 2, cross: bool = False) -> SurrogateDraws:
+    """[`SurrogateDraws`][nlme_ppl.SurrogateDraws] from given `(N, M, k)` draws of `model`'s parameters."""
+    values = jnp.asarray(values, jnp.float64)
+    n, m, k = values.shape
+    if k != model.num_params:
+        raise ValueError(f"draws have {k} parameters but model {model.name!r} has {model.num_params}: {model.param_names}.")
+    if not bool(jnp.all(jnp.isfinite(values))):
+        bad = int(jnp.argmax(~jnp.all(jnp.isfinite(values), axis=(1, 2))))
+        raise ValueError(f"the estimator returned non-finite draws for individual at row {bad}; check its data.")
+    sd = jnp.std(values, axis=1)
+    bandwidth = sd * m ** (-1.0 / (num_fixed + 4))
+    centre = jnp.mean(values, axis=1)
+    return SurrogateDraws(values, model.prior_log_prob(values), bandwidth, centre, _statistics(values, centre, cross), model.param_names)
