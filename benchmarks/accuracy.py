@@ -87,7 +87,8 @@ def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, num_
         seconds = time.perf_counter() - t0
         ess, rhat = _min_ess(idata)
         reps.append({"seconds": seconds, "min_ess_bulk": ess, "max_r_hat": rhat, "parameters": _summaries(idata, truth),
-                     "fixed_treatment": idata.posterior.attrs.get("fixed_treatment"), "refined": idata.posterior.attrs.get("refined")})  # fmt: skip
+                     "fixed_treatment": idata.posterior.attrs.get("fixed_treatment"), "refined": idata.posterior.attrs.get("refined"),
+                     "num_raised": idata.posterior.attrs.get("num_raised")})  # fmt: skip
         print(f"  accuracy replicate {r}: {seconds:.1f} s, covered {sum(v['covered'] for v in reps[-1]['parameters'].values())}/{len(truth)}, max R-hat {rhat:.3f}", flush=True)
     return reps, datasets
 
@@ -238,15 +239,18 @@ def main():
     p.add_argument("--num-draws", type=int, default=100)
     p.add_argument("--fixed", default="auto", choices=["auto", "kernel", "likelihood"])
     p.add_argument("--refine", default="auto", choices=["auto", "off"])
+    p.add_argument("--max-draws", type=int, default=1000, help="extra draws for cells with Pareto k > 0.7 (equal to --num-draws: off)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     model = nlp.models.frohlich_simple()
     post = nlp.pretrained("frohlich_simple")
     refine = False if a.refine == "off" else "auto"
-    reps, _ = coverage_replicates(model, post, replicates=a.replicates, n=a.num_individuals, warm=a.warmup, num_draws=a.num_draws, fixed=a.fixed, refine=refine)
+    reps, _ = coverage_replicates(model, post, replicates=a.replicates, n=a.num_individuals, warm=a.warmup, num_draws=a.num_draws, fixed=a.fixed, refine=refine,
+                                  max_draws=a.max_draws)  # fmt: skip
     labels = list(_truth(model))
     covered = {k: int(sum(r["parameters"][k]["covered"] for r in reps)) for k in labels}
-    out = {"replicates": a.replicates, "num_individuals": a.num_individuals, "num_draws": a.num_draws, "fixed": a.fixed, "refine": a.refine, "covered": covered,
+    out = {"replicates": a.replicates, "num_individuals": a.num_individuals, "num_draws": a.num_draws, "max_draws": a.max_draws, "fixed": a.fixed,
+           "refine": a.refine, "covered": covered, "num_raised": [r["num_raised"] for r in reps],
            "coverage_pooled": float(np.mean([covered[k] / a.replicates for k in labels])),
            "bias": {k: float(np.mean([r["parameters"][k]["error"] for r in reps])) for k in labels},
            "seconds_median": float(np.median([r["seconds"] for r in reps])), "replicate_results": reps}  # fmt: skip

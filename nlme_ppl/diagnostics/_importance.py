@@ -196,7 +196,7 @@ def importance_diagnostics(
     return ImportanceDiagnostics(ids=ids, pareto_k=k, ess=ess, num_draws=m)
 
 
-def importance_from_fit(population, draws, fit_or_params, data) -> ImportanceDiagnostics:
+def importance_from_fit(population, draws, fit_or_params, data, *, site: str = "obs") -> ImportanceDiagnostics:
     """[`importance_diagnostics`][nlme_ppl.diagnostics.importance_diagnostics] at fitted population parameters.
 
     **Arguments:**
@@ -208,6 +208,7 @@ def importance_from_fit(population, draws, fit_or_params, data) -> ImportanceDia
       dict of constrained values of every population site by name, e.g. `{"mean": ..., "sd": ...}`
       (posterior means or medians of a NUTS fit).
     - `data`: the [`Dataset`][nlme_ppl.Dataset], passed to `population` and naming the individuals.
+    - `site`: the name of the surrogate's likelihood factor (as in `fit_map`).
 
     **Returns:** an [`ImportanceDiagnostics`][nlme_ppl.diagnostics.ImportanceDiagnostics], with
     `data.ids` as ids.
@@ -229,7 +230,7 @@ def importance_from_fit(population, draws, fit_or_params, data) -> ImportanceDia
     params = {k: np.asarray(v, np.float64) for k, v in params.items()}
     # Every latent population site must be given: log_weights would otherwise draw it at random.
     with numpyro.handlers.seed(rng_seed=0):
-        tr = numpyro.handlers.trace(numpyro.handlers.substitute(amortize(population, draws), data=params)).get_trace(data)
+        tr = numpyro.handlers.trace(numpyro.handlers.substitute(amortize(population, draws, site=site), data=params)).get_trace(data)
     missing = [s for s, site in tr.items() if site["type"] == "sample" and not site["is_observed"] and s not in params]
     if missing:
         raise ValueError(

@@ -42,7 +42,7 @@ class FitDiagnostics(NamedTuple):
         return xr.Dataset(out, coords={"individual": list(ids)}, attrs=attrs)
 
 
-def diagnose_fit(population, posterior, draws: SurrogateDraws, params: dict, data: Dataset, key, *, stacklevel: int = 3) -> FitDiagnostics:
+def diagnose_fit(population, posterior, draws: SurrogateDraws, params: dict, data: Dataset, key, *, stacklevel: int = 3, site: str = "obs") -> FitDiagnostics:
     """Check the surrogate at population parameters `params` (constrained site values), and warn
     with a [`SurrogateWarning`][nlme_ppl.diagnostics.SurrogateWarning] naming the individuals
     concerned: Pareto k > 0.7 of the importance weights, data beyond twice the farthest
@@ -54,12 +54,13 @@ def diagnose_fit(population, posterior, draws: SurrogateDraws, params: dict, dat
     - `population`, `posterior`, `draws`, `data`: those of the fit.
     - `params`: the fitted population site values (e.g. `MAPResult.site_values`).
     - `key`: a JAX key for the reference simulations of the summary-space check.
+    - `site`: the name of the surrogate's likelihood factor (as in the fit).
     - `stacklevel`: where the warnings point, counted from this function (3: the caller of
       the fit function that calls it).
 
     **Returns:** a [`FitDiagnostics`][nlme_ppl.inference.FitDiagnostics].
     """
-    importance = importance_from_fit(population, draws, params, data)
+    importance = importance_from_fit(population, draws, params, data, site=site)
     importance.warn(stacklevel=stacklevel + 1)
     outliers = summary_outliers(posterior, data, jax.random.fold_in(key, 1))
     if outliers is not None:

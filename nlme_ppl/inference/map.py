@@ -246,7 +246,7 @@ def fit_map(
         return fit_map_draws(population, draws, data, k_fit, fresh_draws=fresh, init=init, **options), draws
 
     fit, draws = fit_on(base, base_fresh, None)
-    rows = high_k_rows(population, draws, fit.site_values, data) if max_draws > num_draws else np.zeros(0, int)
+    rows = high_k_rows(population, draws, fit.site_values, data, site=site) if max_draws > num_draws else np.zeros(0, int)
     if rows.size:
         k_more, k_more_fresh = jax.random.split(jax.random.fold_in(key, _RAISE_STREAM))
         base = with_extra_draws(posterior, base, data, rows, k_more, max_draws=max_draws)
@@ -257,7 +257,7 @@ def fit_map(
         fit = eqx.tree_at(lambda f: f.refined, fit, posterior, is_leaf=lambda x: x is None)
     if not diagnose:
         return fit
-    checks = diagnose_fit(population, posterior, draws, fit.site_values, data, k_draws)
+    checks = diagnose_fit(population, posterior, draws, fit.site_values, data, k_draws, site=site)
     return eqx.tree_at(
         lambda f: (f.importance, f.outliers, f.fixed_widths), fit, tuple(checks), is_leaf=lambda x: x is None
     )
@@ -309,9 +309,9 @@ def _max_draws(max_draws, num_draws: int) -> int:
     return max_draws
 
 
-def high_k_rows(population, draws: SurrogateDraws, params: dict, data: Dataset, *, threshold: float = RAISE_THRESHOLD) -> np.ndarray:
+def high_k_rows(population, draws: SurrogateDraws, params: dict, data: Dataset, *, threshold: float = RAISE_THRESHOLD, site: str = "obs") -> np.ndarray:
     """Rows of the individuals whose importance weights at `params` have Pareto k > `threshold`."""
-    return np.flatnonzero(np.asarray(importance_from_fit(population, draws, params, data).pareto_k) > threshold)
+    return np.flatnonzero(np.asarray(importance_from_fit(population, draws, params, data, site=site).pareto_k) > threshold)
 
 
 def with_extra_draws(posterior, draws: SurrogateDraws, data: Dataset, rows, key, *, max_draws: int) -> SurrogateDraws:

@@ -102,7 +102,7 @@ def fit_nuts(
         init = fit_map_draws(population, draws, data, k_map, num_starts=4, site=site)
     rows = np.zeros(0, int)
     if init is not None and max_draws > num_draws:
-        rows = high_k_rows(population, draws, init.site_values, data)
+        rows = high_k_rows(population, draws, init.site_values, data, site=site)
     if rows.size:  # extra draws where the weights at the start are heavy-tailed (expanded at the same point)
         base = with_extra_draws(posterior, base, data, rows, jax.random.fold_in(key, _RAISE_STREAM), max_draws=max_draws)
         point = {n: draws.fixed_point[:, a] for a, n in enumerate(draws.fixed_names)}
@@ -123,7 +123,7 @@ def fit_nuts(
     tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
     if diagnose:
         best = int(np.argmax(np.asarray(stats["lp"]).reshape(-1)))  # the posterior draw of highest density
-        checks = diagnose_fit(population, posterior, draws, {k: v[best] for k, v in flat.items()}, data, k_draws)
+        checks = diagnose_fit(population, posterior, draws, {k: v[best] for k, v in flat.items()}, data, k_draws, site=site)
         ds = checks.to_dataset(data.ids)
         if refined:
             ds["refined_pareto_k"] = ("individual", np.asarray(posterior.pareto_k))

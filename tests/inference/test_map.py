@@ -120,6 +120,8 @@ def test_site_names_the_likelihood_factor(problem):
         nlp.fit_map(with_obs_site, post, data, key, **kw)
     clash = nlp.fit_map(with_obs_site, post, data, key, site="lik", **kw)
     assert "obs" in clash.site_values and clash.pointwise.shape == (data.num_individuals,)
+    checked = nlp.fit_map(with_obs_site, post, data, key, site="lik", num_draws=100, num_starts=2)  # the checks too
+    assert checked.importance.num_individuals == data.num_individuals
 
 
 def test_high_k_individuals_get_extra_draws_and_the_fit_is_redone():
