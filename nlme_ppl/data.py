@@ -332,6 +332,24 @@ class Dataset(eqx.Module):
             raise ValueError(f"`doses` must be a nlme_ppl.Doses of {self.num_individuals} individuals.")
         return eqx.tree_at(lambda d: d.doses, self, doses, is_leaf=lambda x: x is None)
 
+    def rows_of(self, data) -> np.ndarray | None:
+        """The rows of these individuals that `data` holds (all of them, or some, e.g.
+        `self.subset(...)`), matched by id and checked value for value; `None` where `data`
+        is not such a selection of these data."""
+        if data is self:
+            return np.arange(self.num_individuals)
+        index = {i: r for r, i in enumerate(self.ids)}
+        rows = np.array([index.get(i, -1) for i in getattr(data, "ids", ())], dtype=int)
+        same = (
+            isinstance(data, Dataset)
+            and rows.size > 0
+            and np.all(rows >= 0)
+            and np.asarray(data.values).shape[1:] == np.asarray(self.values).shape[1:]
+            and np.array_equal(np.asarray(data.values), np.asarray(self.values)[rows], equal_nan=True)
+            and np.array_equal(np.asarray(data.times), np.asarray(self.times)[rows])
+        )
+        return rows if same else None
+
     def subset(self, index) -> "Dataset":
         """The individuals at `index` (an int array, slice or boolean mask)."""
         idx = np.arange(self.num_individuals)[index]

@@ -25,9 +25,10 @@ def test_every_example_has_tiny_settings():
 
 
 #: Examples whose tiny run still takes minutes: run by make test-all, not by make test (measured
-#: in one suite run on 2 cores: sunitinib 394 s, pk_censored 164 s; their models are tested in
-#: tests/models, censoring in tests/models/test_censoring.py).
-HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py"}
+#: in one suite run on 2 cores: sunitinib 394 s, pk_censored 164 s, multi_experiment 119 s; their
+#: models are tested in tests/models, censoring in tests/models/test_censoring.py, covariate
+#: effects in tests/test_populations.py).
+HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py", "multi_experiment.py"}
 
 
 @pytest.mark.slow

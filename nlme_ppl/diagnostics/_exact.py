@@ -97,22 +97,24 @@ class ImportancePosterior(eqx.Module):
         return None
 
     def sample(self, data, key: PRNGKeyArray, *, num_draws: int) -> Float[Array, "individuals draws k"]:
-        """`num_draws` draws per individual from the weighted draws (sampling-importance-resampling)."""
+        """`num_draws` draws per individual of `data` (these data, or some of their individuals,
+        by id) from the weighted draws (sampling-importance-resampling)."""
         check_keys(key)
         num_draws = positive_int(num_draws, name="num_draws")
-        same = data is self.data or (
-            data.num_individuals == self.data.num_individuals
-            and np.array_equal(np.asarray(data.values), np.asarray(self.data.values), equal_nan=True)
-            and np.array_equal(np.asarray(data.times), np.asarray(self.data.times))
-        )
-        if not same:
+        rows = self._rows(data)
+        keys = jax.random.split(key, rows.size)
+        idx = jax.vmap(lambda k, lw: jax.random.categorical(k, lw, shape=(num_draws,)))(keys, jnp.asarray(self.log_weights[rows]))
+        return jnp.take_along_axis(jnp.asarray(self.values[rows]), idx[..., None], axis=1)
+
+    def _rows(self, data) -> np.ndarray:
+        """The rows of `data`'s individuals in these weighted draws (refused if its data differ)."""
+        rows = self.data.rows_of(data)
+        if rows is None:
             raise ValueError(
                 "this ImportancePosterior holds the exact posteriors of another data set; build one for "
                 "these data with nlp.diagnostics.compare_with_exact(estimator, data, key)."
             )
-        keys = jax.random.split(key, self.values.shape[0])
-        idx = jax.vmap(lambda k, lw: jax.random.categorical(k, lw, shape=(num_draws,)))(keys, jnp.asarray(self.log_weights))
-        return jnp.take_along_axis(jnp.asarray(self.values), idx[..., None], axis=1)
+        return rows
 
 
 class ExactComparison(eqx.Module):

@@ -80,7 +80,7 @@ def fit_nuts(
     `max_draws` is as in [`fit_map`][nlme_ppl.fit_map]: individuals whose importance weights at
     the start (`init`, or the MAP) have Pareto k > 0.7 get extra draws, up to `max_draws` each,
     before sampling; the attribute `num_raised` counts them, and the `surrogate_diagnostics`
-    group's `draws` gives each individual's draws.
+    group's `draws` (present when some were raised) gives each individual's draws.
     """
     check_keys(key)
     num_chains = positive_int(num_chains, name="num_chains")

@@ -135,19 +135,8 @@ class RefinedPosterior(eqx.Module):
     def _rows(self, data) -> np.ndarray:
         """The rows of `self.data` that `data` holds: the whole data set, or a subset of it
         (e.g. `data.subset(...)`), matched by id and checked value for value."""
-        if data is self.data:
-            return np.arange(self.num_individuals)
-        index = {i: r for r, i in enumerate(self.data.ids)}
-        rows = np.array([index.get(i, -1) for i in getattr(data, "ids", ())], dtype=int)
-        same = (
-            isinstance(data, Dataset)
-            and rows.size > 0
-            and np.all(rows >= 0)
-            and np.asarray(data.values).shape[1:] == np.asarray(self.data.values).shape[1:]
-            and np.array_equal(np.asarray(data.values), np.asarray(self.data.values)[rows], equal_nan=True)
-            and np.array_equal(np.asarray(data.times), np.asarray(self.data.times)[rows])
-        )
-        if not same:
+        rows = self.data.rows_of(data)
+        if rows is None:
             raise ValueError(
                 "this RefinedPosterior holds the exact posteriors of another data set; refine the estimator for "
                 "these data: nlp.refine(posterior, data, key), or pass the estimator itself to fit_map / fit_nuts "

@@ -57,6 +57,17 @@ def test_refusals(problem):
     other, _ = lg.simulate_population(jax.random.key(6), 60, np.array([0.5, -1.0]), np.array([0.4, 0.3]))
     with pytest.raises(ValueError, match="exact posteriors of another data set"):
         cmp.exact.sample(other, jax.random.key(0), num_draws=10)
+    # some of its own individuals (a fit's extra draws ask for those): each from its own weighted draws
+    sub = cmp.exact.sample(data.subset([5, 2]), jax.random.key(0), num_draws=4000)
+    full = np.asarray(cmp.exact.values)
+    w = np.exp(np.asarray(cmp.exact.log_weights))
+    for r, i in enumerate([5, 2]):
+        mean = np.einsum("p,pk->k", w[i] / w[i].sum(), full[i])
+        sd = np.sqrt(np.einsum("p,pk->k", w[i] / w[i].sum(), (full[i] - mean) ** 2))
+        # resampling noise at 4,000 draws is under 0.05 SD; another individual's mean lies SDs away
+        assert np.all(np.abs(np.asarray(sub[r]).mean(0) - mean) < 0.25 * sd)
+    with pytest.raises(ValueError, match="exact posteriors of another data set"):
+        cmp.exact.sample(other.subset([0]), jax.random.key(0), num_draws=10)
     with pytest.raises(ValueError, match="`num_proposals` must be at least 100"):
         nlp.diagnostics.compare_with_exact(est, data, jax.random.key(0), num_proposals=50)
     with pytest.raises(ValueError, match="`defensive` must lie strictly between 0 and 1"):
