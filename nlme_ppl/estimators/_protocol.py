@@ -36,7 +36,9 @@ class Posterior(Protocol):
     **Methods:**
 
     - `sample(data, key, *, num_draws, ...)`: `num_draws` draws from q(φ | y_i) for every
-      individual of `data`, float64 `(N, M, k)`.
+      individual of `data`, float64 `(N, M, k)`. A posterior held for one data set (an exact
+      one) must also serve a subset of its individuals (`data.subset(rows)`): the fits ask
+      for extra draws of some individuals that way (`max_draws`).
     - `log_prob(data, params, ...)`: log q(φ_ij | y_i) of `(N, M, k)` parameters, `(N, M)`.
     - `summaries(data, ...)`: the summary network's output `(N, d)` for every individual, or
       `None` for an estimator without a summary network.
