@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 from numpyro.infer.util import log_likelihood
@@ -103,10 +105,12 @@ def fit_nuts(
     rows = np.zeros(0, int)
     if init is not None and max_draws > num_draws:
         rows = high_k_rows(population, draws, init.site_values, data, site=site)
-    if rows.size:  # extra draws where the weights at the start are heavy-tailed (expanded at the same point)
-        base = with_extra_draws(posterior, base, data, rows, jax.random.fold_in(key, _RAISE_STREAM), max_draws=max_draws)
-        point = {n: draws.fixed_point[:, a] for a, n in enumerate(draws.fixed_names)}
-        draws = expand_fixed(base, posterior.model, data, point) if point else base
+    if rows.size:  # extra draws where the weights at the start are heavy-tailed
+        more = with_extra_draws(posterior, base, data, rows, jax.random.fold_in(key, _RAISE_STREAM), max_draws=max_draws).extra
+        if draws.fixed_names:  # expanded at their individuals' points; the others' expansion is kept, not redone
+            point = {n: draws.fixed_point[rows, a] for a, n in enumerate(draws.fixed_names)}
+            more = expand_fixed(more, posterior.model, data.subset(rows), point)
+        draws = eqx.tree_at(lambda d: (d.extra, d.extra_index), draws, (more, jnp.asarray(rows)), is_leaf=lambda x: x is None)
     init = {} if init is None else {k: v for k, v in init.site_values.items() if k != "corr"}
     samples, stats, chain_method = run_nuts(
         surrogate, k_mcmc, data, draws=draws, init=init, num_chains=num_chains, num_warmup=num_warmup,
