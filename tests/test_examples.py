@@ -12,6 +12,7 @@ TINY = {
     "exact_check.py": ["--num-individuals", "20", "--num-proposals", "500"],
     "custom_model.py": ["--num-simulations", "2000", "--max-epochs", "2", "--num-individuals", "20"],
     "bimodal_cell.py": ["--num-draws", "200"],
+    "indometh.py": ["--num-simulations", "2000", "--max-epochs", "2"],
     "multi_experiment.py": ["--num-individuals", "60"],
     "theophylline.py": ["--num-warmup", "30", "--num-samples", "30"],
     "pk_censored.py": ["--num-individuals", "30"],
