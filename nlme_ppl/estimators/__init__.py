@@ -17,6 +17,7 @@ from ..io.serialization import register_backend as _register_backend
 from ._archive import load_posterior as load_posterior, save_posterior as save_posterior
 from ._config import TrainConfig as TrainConfig, TrainingSettings as TrainingSettings
 from ._encoding import DOSE_CHANNELS as DOSE_CHANNELS, encode as encode, num_channels as num_channels
+from ._attention import AttentionSummary as AttentionSummary
 from ._flow import build_flow as build_flow
 from ._history import EpochLog as EpochLog, TrainingHistory as TrainingHistory
 from ._posterior import AmortizedPosterior as AmortizedPosterior
@@ -36,6 +37,7 @@ _register_backend("flowjax", loader=AmortizedPosterior.from_archive, trainer=_tr
 __all__ = [
     "AbstractSummary",
     "AmortizedPosterior",
+    "AttentionSummary",
     "DOSE_CHANNELS",
     "EpochLog",
     "DeepSetSummary",

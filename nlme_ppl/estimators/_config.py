@@ -14,7 +14,7 @@ from .._validate import positive_int
 __all__ = ["SUMMARY_KINDS", "TrainConfig", "TrainingSettings"]
 
 #: Summary networks `TrainConfig.summary` can name.
-SUMMARY_KINDS = ("deepset", "gru")
+SUMMARY_KINDS = ("deepset", "gru", "attention")
 _FLOW_KINDS = ("coupling", "maf")
 
 
@@ -92,10 +92,11 @@ class TrainConfig(TrainingSettings):
 
     **Architecture:**
 
-    - `summary`: summary network, `"deepset"` ([`DeepSetSummary`][nlme_ppl.estimators.DeepSetSummary]) or `"gru"` ([`GRUSummary`][nlme_ppl.estimators.GRUSummary]).
+    - `summary`: summary network, `"deepset"` ([`DeepSetSummary`][nlme_ppl.estimators.DeepSetSummary]), `"gru"` ([`GRUSummary`][nlme_ppl.estimators.GRUSummary])
+      or `"attention"` ([`AttentionSummary`][nlme_ppl.estimators.AttentionSummary], 4 heads).
     - `summary_dim`: size of the summary (the flow's condition).
     - `hidden_size`: width of the summary network.
-    - `summary_depth`: hidden layers of the DeepSet's per-observation MLP.
+    - `summary_depth`: hidden layers of the DeepSet's per-observation MLP; attention blocks of the attention summary.
     - `patch_size`: consecutive observations read together (per DeepSet element or GRU step).
     - `flow`: `"coupling"` (fast sampling) or `"maf"`.
     - `flow_layers`, `knots`, `interval`: number of spline layers, knots per spline, and the

@@ -22,6 +22,7 @@ from ._encoding import encode, num_channels
 from ._flow import build_flow
 from ._history import TrainingHistory
 from ._spline_coupling import flow_log_prob_batch, flow_sample_batch
+from ._attention import AttentionSummary
 from ._summary import AbstractSummary, DeepSetSummary, GRUSummary, InputScaling
 
 __all__ = ["AmortizedPosterior", "build_networks"]
@@ -42,6 +43,16 @@ def build_networks(
             k_sum,
             summary_dim=config.summary_dim,
             hidden_size=config.hidden_size,
+            patch_size=config.patch_size,
+            scaling=scaling,
+            num_channels=num_channels,
+        )
+    elif config.summary == "attention":
+        summary = AttentionSummary(
+            k_sum,
+            summary_dim=config.summary_dim,
+            hidden_size=config.hidden_size,
+            depth=config.summary_depth,
             patch_size=config.patch_size,
             scaling=scaling,
             num_channels=num_channels,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nlme_ppl  # noqa: F401  (enables x64, as in real use)
-from nlme_ppl.estimators import DeepSetSummary, GRUSummary, InputScaling
+from nlme_ppl.estimators import AttentionSummary, DeepSetSummary, GRUSummary, InputScaling
 
 SCALING = InputScaling(time_scale=10.0, gap_scale=0.7, value_loc=1.5, value_scale=2.0)
 NETWORKS = {
@@ -15,6 +15,8 @@ NETWORKS = {
     "deepset-patch4": lambda k: DeepSetSummary(k, summary_dim=5, hidden_size=16, depth=1, patch_size=4, scaling=SCALING),
     "gru-patch1": lambda k: GRUSummary(k, summary_dim=5, hidden_size=8, patch_size=1, scaling=SCALING),
     "gru-patch3": lambda k: GRUSummary(k, summary_dim=5, hidden_size=8, patch_size=3, scaling=SCALING),
+    "attention-patch1": lambda k: AttentionSummary(k, summary_dim=5, hidden_size=8, depth=2, num_heads=2, patch_size=1, scaling=SCALING),
+    "attention-patch3": lambda k: AttentionSummary(k, summary_dim=5, hidden_size=8, depth=1, num_heads=4, patch_size=3, scaling=SCALING),
 }
 
 

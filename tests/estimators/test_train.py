@@ -131,11 +131,12 @@ def test_config_dict_round_trip():
         TrainConfig.from_dict({**c.to_dict(), "seed": 1})
 
 
-def test_gru_and_maf_train(tmp_path):
-    """Every summary network and flow kind trains end to end (a smoke test)."""
+@pytest.mark.parametrize("summary", ["gru", "attention"])
+def test_gru_attention_and_maf_train(tmp_path, summary):
+    """Every summary network and flow kind trains end to end, and its file reloads to the same draws (a smoke test)."""
     model = linear_model()
     sims = nlp.simulate(model, jax.random.key(4), num_simulations=200, progress=False)
-    config = dataclasses.replace(SMALL, summary="gru", flow="maf", flow_layers=1, batch_size=64, max_epochs=1)
+    config = dataclasses.replace(SMALL, summary=summary, flow="maf", flow_layers=1, batch_size=64, max_epochs=1)
     post = train(model, jax.random.key(5), simulations=sims, config=config, progress=False)
     assert post.sample(sims.data.subset(slice(0, 3)), jax.random.key(0), num_draws=4).shape == (3, 4, 2)
     post.save(tmp_path / "gru_maf.nlp")
