@@ -38,35 +38,13 @@ def build_networks(
     """The untrained summary network and flow that `config` describes (float32). `num_channels`:
     channels per input row (1, or 1 + event channels for dosing models; see `_encoding`)."""
     k_sum, k_flow = jax.random.split(key)
+    common = dict(summary_dim=config.summary_dim, hidden_size=config.hidden_size, patch_size=config.patch_size,
+                  scaling=scaling, num_channels=num_channels)  # fmt: skip
     if config.summary == "gru":
-        summary = GRUSummary(
-            k_sum,
-            summary_dim=config.summary_dim,
-            hidden_size=config.hidden_size,
-            patch_size=config.patch_size,
-            scaling=scaling,
-            num_channels=num_channels,
-        )
-    elif config.summary == "attention":
-        summary = AttentionSummary(
-            k_sum,
-            summary_dim=config.summary_dim,
-            hidden_size=config.hidden_size,
-            depth=config.summary_depth,
-            patch_size=config.patch_size,
-            scaling=scaling,
-            num_channels=num_channels,
-        )
-    else:
-        summary = DeepSetSummary(
-            k_sum,
-            summary_dim=config.summary_dim,
-            hidden_size=config.hidden_size,
-            depth=config.summary_depth,
-            patch_size=config.patch_size,
-            scaling=scaling,
-            num_channels=num_channels,
-        )
+        summary = GRUSummary(k_sum, **common)
+    else:  # the DeepSet's per-patch MLP layers, or the attention blocks
+        kind = AttentionSummary if config.summary == "attention" else DeepSetSummary
+        summary = kind(k_sum, depth=config.summary_depth, **common)
     flow = build_flow(
         k_flow,
         dim=num_params,
