@@ -29,7 +29,7 @@ import nlme_ppl as nlp
 from nlme_ppl.estimators import PRETRAINED_CONFIGS
 
 HERE = Path(__file__).parent
-NETWORKS = {"deepset": {}, "gru": {"patch_size": 4}, "attention": {"summary_depth": 2}}
+NETWORKS = {"deepset": {}, "gru": {"patch_size": 4}, "attention": {"summary_depth": 2, "hidden_size": 64, "patch_size": 6}}
 NUM_CELLS = 30
 NUM_DRAWS = 1000
 

@@ -98,6 +98,8 @@ class TrainConfig(TrainingSettings):
     - `hidden_size`: width of the summary network.
     - `summary_depth`: hidden layers of the DeepSet's per-observation MLP; attention blocks of the attention summary.
     - `patch_size`: consecutive observations read together (per DeepSet element or GRU step).
+    - `max_rows`: the attention summary's canonical length, the most observed rows an
+      individual may have (`None`: the longest training sequence, which `train` records).
     - `flow`: `"coupling"` (fast sampling) or `"maf"`.
     - `flow_layers`, `knots`, `interval`: number of spline layers, knots per spline, and the
       half-width of the spline interval on the standardised scale.
@@ -121,6 +123,7 @@ class TrainConfig(TrainingSettings):
     hidden_size: int = 64
     summary_depth: int = 2
     patch_size: int = 4
+    max_rows: int | None = None
     flow: str = "coupling"
     flow_layers: int = 6
     knots: int = 10
@@ -137,6 +140,8 @@ class TrainConfig(TrainingSettings):
         if not (self.summary_regression >= 0):
             self._fail("summary_regression", "must be >= 0")
         self._check_positive("interval")
+        if self.max_rows is not None:
+            positive_int(self.max_rows, name="TrainConfig.max_rows")
         if self.interval < 3:
             raise ValueError(
                 f"TrainConfig.interval is {self.interval}; the splines act on standardised parameters, so "

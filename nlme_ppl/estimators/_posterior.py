@@ -42,9 +42,12 @@ def build_networks(
                   scaling=scaling, num_channels=num_channels)  # fmt: skip
     if config.summary == "gru":
         summary = GRUSummary(k_sum, **common)
-    else:  # the DeepSet's per-patch MLP layers, or the attention blocks
-        kind = AttentionSummary if config.summary == "attention" else DeepSetSummary
-        summary = kind(k_sum, depth=config.summary_depth, **common)
+    elif config.summary == "attention":
+        if config.max_rows is None:
+            raise ValueError("an attention summary needs TrainConfig.max_rows (train sets it from the simulations).")
+        summary = AttentionSummary(k_sum, depth=config.summary_depth, max_rows=config.max_rows, **common)
+    else:  # the DeepSet's per-patch MLP layers
+        summary = DeepSetSummary(k_sum, depth=config.summary_depth, **common)
     flow = build_flow(
         k_flow,
         dim=num_params,

@@ -7,6 +7,7 @@ maximum likelihood. Other backends (`backend="sbi"`) are reached through the arc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -108,6 +109,8 @@ def train_flowjax(
     z, loc, scale, scaling = _standardise(model, simulations, tr)
     log_det = float(np.sum(np.log(scale)))  # loss on the original scale: -log q(φ) = -log q(z) + Σ log scale
     times, values, mask = encode(model, simulations.data)
+    if config.summary == "attention" and config.max_rows is None:  # recorded in the file with the config
+        config = dataclasses.replace(config, max_rows=int(np.max(np.sum(mask, axis=1))))
     optimizer = optax.chain(  # built outside `_f32`, as the shipped estimators were
         optax.clip_by_global_norm(config.clip_norm), optax.adam(lr_schedule(config, len(tr) // config.batch_size))
     )

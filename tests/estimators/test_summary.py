@@ -15,8 +15,8 @@ NETWORKS = {
     "deepset-patch4": lambda k: DeepSetSummary(k, summary_dim=5, hidden_size=16, depth=1, patch_size=4, scaling=SCALING),
     "gru-patch1": lambda k: GRUSummary(k, summary_dim=5, hidden_size=8, patch_size=1, scaling=SCALING),
     "gru-patch3": lambda k: GRUSummary(k, summary_dim=5, hidden_size=8, patch_size=3, scaling=SCALING),
-    "attention-patch1": lambda k: AttentionSummary(k, summary_dim=5, hidden_size=8, depth=2, num_heads=2, patch_size=1, scaling=SCALING),
-    "attention-patch3": lambda k: AttentionSummary(k, summary_dim=5, hidden_size=8, depth=1, num_heads=4, patch_size=3, scaling=SCALING),
+    "attention-patch1": lambda k: AttentionSummary(k, summary_dim=5, hidden_size=8, depth=2, num_heads=2, patch_size=1, max_rows=16, scaling=SCALING),
+    "attention-patch3": lambda k: AttentionSummary(k, summary_dim=5, hidden_size=8, depth=1, num_heads=4, patch_size=3, max_rows=16, scaling=SCALING),
 }
 
 
@@ -68,6 +68,19 @@ def test_padding_changes_nothing(net, where, garbage):
     tp, yp, mp = _insert_padding(rng, t, y, positions, garbage)
     out = _run(net, tp, yp, mp)
     np.testing.assert_array_equal(out, ref)
+
+
+def test_attention_refuses_more_rows_than_it_was_built_for():
+    """The attention network computes on `max_rows` rows: more padding is cut, more observations refused."""
+    net = NETWORKS["attention-patch3"](jax.random.key(0))
+    t, y = _sequence(np.random.default_rng(2), 17)
+    with pytest.raises(Exception, match="more observed rows than the 16"):
+        _run(net, t, y, np.ones(17, bool))
+    m = np.ones(17, bool)
+    m[[2, 9]] = False  # 15 observed rows in 17: accepted, and equal to the 15 rows alone
+    np.testing.assert_array_equal(_run(net, t, y, m), _run(net, t[m], y[m], m[m]))
+    with pytest.raises(ValueError, match="max_rows"):
+        AttentionSummary(jax.random.key(0), max_rows=0)
 
 
 def test_observations_do_change_the_output(net):
