@@ -87,7 +87,8 @@ def train(
         raise ValueError(f"backend {backend!r} loads estimators but cannot train them.")
     post = trainer(model, key, simulations=simulations, num_simulations=num_simulations, config=config, progress=progress)
     if loss_plot is not None:
-        plot_losses(post.history, loss_plot, f"{model.name}: {post.history.num_train} training simulations")
+        fresh = " fresh ones per epoch" if getattr(post.config, "online", False) else ""
+        plot_losses(post.history, loss_plot, f"{model.name}: {post.history.num_train} training simulations{fresh}")
     return post
 
 
@@ -121,8 +122,13 @@ def train_flowjax(
         )
         train_arrays = tuple(jnp.asarray(a[tr]) for a in (times, values, mask, z))
         val_arrays = tuple(jnp.asarray(a) for a in _pad_to_multiple([a[va] for a in (times, values, mask, z)], _EVAL_BATCH))
+        fresh = None
+        if config.online:
+            rows = len(tr) // config.batch_size * config.batch_size  # every epoch's arrays the same shape
+            fresh = _Fresh(model, jax.random.split(k_sim)[1], rows, loc, scale, times.shape[1])
+            train_arrays = tuple(a[:rows] for a in train_arrays)
         nets, log = _fit(_Nets(summary, flow), optimizer, config, train_arrays, val_arrays, log_det, k_epochs,
-                         desc=f"train {model.name}", progress=progress)
+                         desc=f"train {model.name}", progress=progress, fresh=fresh)
     history = log.history(num_train=len(tr), num_val=len(va), train_seconds=time.perf_counter() - t0, simulate_seconds=sim_seconds)
     return AmortizedPosterior(
         model=model,
@@ -202,14 +208,38 @@ def _standardise(model, sims: Simulations, tr):
     return z, loc, scale, scaling
 
 
+class _Fresh:
+    """Online training's arrays for an epoch: `rows` new simulations of `model` from
+    `fold_in(key, epoch)`, standardised with the first set's `loc`, `scale` and padded to its
+    `width` rows."""
+
+    def __init__(self, model, key, rows: int, loc, scale, width: int):
+        self.model, self.key, self.rows, self.loc, self.scale, self.width = model, key, rows, loc, scale, width
+
+    def __call__(self, epoch: int):
+        with jax.enable_x64(True):  # simulated as the first set was, outside the networks' float32 mode
+            sims = simulate(self.model, jax.random.fold_in(self.key, epoch), num_simulations=self.rows + self.rows // 50 + 1,
+                            progress=False)  # fmt: skip
+        params = np.asarray(self.model.canonicalize(sims.params), np.float64)[: self.rows]
+        z = ((params - self.loc) / self.scale).astype(np.float32)
+        arrays = [a[: self.rows] for a in encode(self.model, sims.data)]
+        extra = self.width - arrays[0].shape[1]
+        if extra > 0:
+            arrays = [np.concatenate([a, np.zeros((a.shape[0], extra, *a.shape[2:]), a.dtype)], axis=1) for a in arrays]
+        return tuple(jnp.asarray(a) for a in (*arrays, z))
+
+
 def _fit(nets: _Nets, optimizer, config: TrainConfig, train_arrays, val_arrays, log_det: float, key, *, desc: str,
-         progress: bool):
-    """The epochs, until `max_epochs` or early stopping (under `_f32`). **Returns:** the networks
-    of the best validation loss, and the `EpochLog` of the run."""
+         progress: bool, fresh=None):
+    """The epochs, until `max_epochs` or early stopping (under `_f32`); with `fresh`, each epoch
+    after the first trains on `fresh(epoch)`. **Returns:** the networks of the best validation
+    loss, and the `EpochLog` of the run."""
     opt_state = optimizer.init(eqx.filter(nets, eqx.is_inexact_array))
     log, best = EpochLog(config.patience), None
     bar = tqdm(range(config.max_epochs), desc=desc, disable=not progress, unit="epoch")
     for epoch in bar:
+        if fresh is not None and epoch > 0:
+            train_arrays = fresh(epoch)
         nets, opt_state, loss = _train_epoch(
             nets, opt_state, optimizer, *train_arrays, jax.random.fold_in(key, epoch), config.batch_size,
             config.summary_regression,

@@ -145,3 +145,22 @@ def test_gru_attention_and_maf_train(tmp_path, summary):
         loaded.sample(sims.data.subset(slice(0, 3)), jax.random.key(0), num_draws=4),
         post.sample(sims.data.subset(slice(0, 3)), jax.random.key(0), num_draws=4),
     )
+
+
+def test_online_training_uses_fresh_simulations_and_is_reproducible():
+    """`online=True`: each epoch after the first trains on new simulations (so the weights
+    differ from a fixed set's), the validation split stays fixed, and the same key gives the
+    same estimator."""
+    model = linear_model()
+    config = dataclasses.replace(SMALL, batch_size=64, max_epochs=3, patience=3)
+    fixed = train(model, jax.random.key(5), num_simulations=300, config=config, progress=False)
+    online = [train(model, jax.random.key(5), num_simulations=300, config=dataclasses.replace(config, online=True),
+                    progress=False) for _ in range(2)]  # fmt: skip
+    data = nlp.simulate(model, jax.random.key(6), num_simulations=3, progress=False).data
+    draws = [p.sample(data, jax.random.key(0), num_draws=5) for p in (fixed, *online)]
+    np.testing.assert_array_equal(draws[1], draws[2])
+    assert not np.allclose(draws[0], draws[1])
+    assert online[0].history.num_val == fixed.history.num_val and online[0].config.online
+    assert np.isfinite(online[0].history.best_val_loss)
+    with pytest.raises(ValueError, match="online"):
+        TrainConfig(online=1)
