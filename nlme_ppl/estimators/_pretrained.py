@@ -45,7 +45,7 @@ _FROHLICH = TrainConfig(
 )
 
 # frohlich_simple since stop 27: self-attention over patches of 6 observations (benchmarks/architectures.py
-# measured it far ahead of the DeepSet per simulation and per second; docs/guide/estimators.md).
+# measured attention far ahead of the DeepSet per simulation; docs/guide/estimators.md).
 _FROHLICH_ATTENTION = dataclasses.replace(_FROHLICH, summary="attention", hidden_size=64, summary_depth=2, patch_size=6)
 
 # Dosing models: a GRU over event rows (observations and doses in time order, one per step).
@@ -72,8 +72,8 @@ _PK = TrainConfig(
 )
 
 PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
-    # SBC 4/6 at seed 0 (gamma, t0 just outside the band near its ends). 90 epochs did not fix it
-    # (4/6, gamma and sigma), so the shipped file stays the 50-epoch one (docs/guide/estimators.md).
+    # 1653 s alone on 2 cores; SBC 5/6 at seed 0 (sigma just outside the band near its upper end),
+    # 6/6 at seed 1; raw median SD ratios 1.19-1.36 in the demo regime (docs/guide/estimators.md).
     "frohlich_simple": (120_000, _FROHLICH_ATTENTION, 20240),
     # The stiff ODE and the SDE: the frohlich_simple architecture; 40 epochs left t0 just outside
     # the SBC band (10/11), so frohlich_detailed has 60.
