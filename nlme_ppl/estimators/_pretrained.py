@@ -75,7 +75,7 @@ PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
     # 1653 s alone on 2 cores; SBC 5/6 at seed 0 (sigma just outside the band near its upper end),
     # 6/6 at seed 1; raw median SD ratios 1.19-1.36 in the demo regime (docs/guide/estimators.md).
     "frohlich_simple": (120_000, _FROHLICH_ATTENTION, 20240),
-    # The stiff ODE and the SDE: the frohlich_simple architecture; 40 epochs left t0 just outside
+    # The stiff ODE and the SDE: the DeepSet recipe frohlich_simple had before stop 27; 40 epochs left t0 just outside
     # the SBC band (10/11), so frohlich_detailed has 60.
     "frohlich_detailed": (100_000, dataclasses.replace(_FROHLICH, max_epochs=60), 11),
     "frohlich_sde": (100_000, dataclasses.replace(_FROHLICH, max_epochs=40), 12),
