@@ -70,17 +70,39 @@ def _min_ess(idata) -> tuple[float, float]:
     return float(s["ess_bulk"].min()), float(s["r_hat"].max())
 
 
-def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, num_draws: int = 100, **fit_options) -> tuple[list[dict], list]:
+def noise_oracle(model, phi, data) -> dict[str, float]:
+    """What the data alone say about `sigma`, with every cell's true parameters known: the log of
+    the root mean square of the realised noise, y - log(p(t; φ_i) + offset_i). Its sampling SD is
+    1 / sqrt(2 n) for n observations, so an oracle's 90 % interval is that ± 1.645 SDs. A
+    population posterior of `mean[sigma]` can only be as close to the truth as this is."""
+    from nlme_ppl.models.frohlich import frohlich_simple_solution
+
+    P = {p: jnp.asarray(phi)[:, j] for j, p in enumerate(model.param_names)}
+    e = {p: jnp.exp(P[p]) for p in ("delta", "gamma", "k_m0_scale", "t0", "offset")}
+    protein = jax.vmap(frohlich_simple_solution)(data.times, e["delta"], e["gamma"], e["k_m0_scale"], e["t0"])
+    residual = np.asarray(data.values - jnp.log(protein + e["offset"][:, None]))[np.asarray(data.mask)]
+    estimate, sd = float(np.log(np.sqrt(np.mean(residual**2)))), float(1 / np.sqrt(2 * residual.size))
+    truth = DEMO_TRUTH["mean"]["sigma"]
+    return {"estimate": estimate, "sd": sd, "error": estimate - truth, "covered": bool(abs(estimate - truth) <= 1.6449 * sd)}
+
+
+def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, num_draws: int = 100, oracle_only: bool = False,
+                        **fit_options) -> tuple[list[dict], list]:  # fmt: skip
     """`fit_nuts` (default settings unless `fit_options` says otherwise) on `replicates` synthetic
     populations of `n` cells drawn from `DEMO_TRUTH` (keys 9000 + r): per replicate, the time,
-    ESS, R-hat and the 90 % interval of every population parameter against the truth."""
+    ESS, R-hat, the 90 % interval of every population parameter against the truth, and the
+    noise oracle of `sigma` (`noise_oracle`; with `oracle_only`, that alone, without fits)."""
     truth = _truth(model)
     pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
     reps, datasets = [], []
     for r in range(replicates):
         k_pop, k_obs, k_fit = jax.random.split(jax.random.key(9000 + r), 3)
-        data = nlp.simulate_data(model, nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=n), k_obs)
+        phi = nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=n)
+        data = nlp.simulate_data(model, phi, k_obs)
         datasets.append(data)
+        if oracle_only:
+            reps.append({"sigma_oracle": noise_oracle(model, phi, data)})
+            continue
         t0 = time.perf_counter()
         idata = nlp.fit_nuts(pop, post, data, k_fit, num_draws=num_draws, num_chains=2, num_warmup=warm, num_samples=warm, progress=False, diagnose=False,
                              **fit_options)  # fmt: skip
@@ -88,7 +110,7 @@ def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, num_
         ess, rhat = _min_ess(idata)
         reps.append({"seconds": seconds, "min_ess_bulk": ess, "max_r_hat": rhat, "parameters": _summaries(idata, truth),
                      "fixed_treatment": idata.posterior.attrs.get("fixed_treatment"), "refined": idata.posterior.attrs.get("refined"),
-                     "num_raised": idata.posterior.attrs.get("num_raised")})  # fmt: skip
+                     "num_raised": idata.posterior.attrs.get("num_raised"), "sigma_oracle": noise_oracle(model, phi, data)})  # fmt: skip
         print(f"  accuracy replicate {r}: {seconds:.1f} s, covered {sum(v['covered'] for v in reps[-1]['parameters'].values())}/{len(truth)}, max R-hat {rhat:.3f}", flush=True)
     return reps, datasets
 
@@ -227,8 +249,30 @@ def _plot_exact(out, labels):
     plt.close(fig)
 
 
+def compare_oracle(results: Path) -> None:
+    """Per replicate of a coverage run (`--out` file), the posterior error of `mean[sigma]` beside
+    that of the noise oracle on the same data (`noise_oracle`): where both miss, the data set, not
+    the fit, is what leaves the interval off the truth."""
+    import json
+
+    model = nlp.models.frohlich_simple()
+    saved = json.loads(results.read_text())
+    reps, _ = coverage_replicates(model, None, replicates=saved["replicates"], n=saved["num_individuals"], warm=0, oracle_only=True)
+    both = 0
+    print("replicate  posterior error (SD) covered   oracle error (SD) covered")
+    for r, (fit, orc) in enumerate(zip(saved["replicate_results"], reps)):
+        s, o = fit["parameters"]["mean[sigma]"], orc["sigma_oracle"]
+        both += (not s["covered"]) and (not o["covered"])
+        print(f"{r:9d}  {s['error']:+.4f} ({s['sd']:.4f}) {s['covered']!s:5}      {o['error']:+.4f} ({o['sd']:.4f}) {o['covered']}")
+    gap = max(abs(f["parameters"]["mean[sigma]"]["error"] - o["sigma_oracle"]["error"]) for f, o in zip(saved["replicate_results"], reps))
+    print(f"posterior covers {sum(f['parameters']['mean[sigma]']['covered'] for f in saved['replicate_results'])}/{len(reps)}, "
+          f"oracle {sum(o['sigma_oracle']['covered'] for o in reps)}/{len(reps)}, both miss {both}; "
+          f"largest |posterior error - oracle error| {gap:.4f}")  # fmt: skip
+
+
 def main():
-    """Coverage only (no exact fits, no C2ST): `python benchmarks/accuracy.py --fixed kernel --out F`."""
+    """Coverage only (no exact fits, no C2ST): `python benchmarks/accuracy.py --fixed kernel --out F`;
+    `python benchmarks/accuracy.py --oracle F` compares a saved run's `mean[sigma]` with the noise oracle."""
     import argparse
     import json
 
@@ -240,8 +284,13 @@ def main():
     p.add_argument("--fixed", default="auto", choices=["auto", "kernel", "likelihood"])
     p.add_argument("--refine", default="auto", choices=["auto", "off"])
     p.add_argument("--max-draws", type=int, default=1000, help="extra draws for cells with Pareto k > 0.7 (equal to --num-draws: off)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--oracle", type=Path, help="a saved --out file: compare its mean[sigma] with the noise oracle, and fit nothing")
     a = p.parse_args()
+    if a.oracle is not None:
+        return compare_oracle(a.oracle)
+    if a.out is None:
+        p.error("--out is required unless --oracle is given")
     model = nlp.models.frohlich_simple()
     post = nlp.pretrained("frohlich_simple")
     refine = False if a.refine == "off" else "auto"
