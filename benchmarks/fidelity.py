@@ -1,7 +1,7 @@
 """Fidelity of the individual posteriors: the shipped estimators (raw) and their refinement
 (`nlp.refine`) against exact NUTS on the same individuals (issue 15, item 1).
 
-    python benchmarks/fidelity.py [--quick] [--out FILE]      (or `make bench`, which runs it too)
+    python benchmarks/fidelity.py [--quick] [--only CASES] [--out FILE]      (or `make bench`, which runs it too)
 
 For each case, a handful of individuals: the exact posterior p(φ | y_i) under the training prior
 by NumPyro NUTS on the model's own program (`nlp.fit_exact_individual`, 2 chains x 500 + 500).
@@ -18,7 +18,8 @@ log scale, the rest as in the demo), and `pk_oral_1cmt` on the shipped theophyll
 subjects). The cost of the refinement is timed at N = 1,000 and N = 10,000 (warm: the second
 call), and the first call at N = 1,000 (with its compilation).
 
-Writes `benchmarks/fidelity_results.json` and the table in `docs/fidelity.md`.
+Writes `benchmarks/fidelity_results.json` and the table in `docs/fidelity.md`; with `--only`, the
+cases not rerun are kept from the file.
 """
 
 from __future__ import annotations
@@ -177,7 +178,13 @@ def main(argv=None) -> None:
                 results["cases"][label] = bench_case(label, n, n_c2st)
         if "cost" in only:
             results["refine_cost"] = bench_refine_cost((1000,) if args.quick else (1000, 10_000))
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    path = Path(args.out)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if previous.get("quick") == args.quick:  # keep the cases (and the cost) that were not rerun
+        results["cases"] = {**previous.get("cases", {}), **results["cases"]}
+        results.setdefault("refine_cost", previous.get("refine_cost"))
+        results = {k: v for k, v in results.items() if v is not None}
+    path.write_text(json.dumps(results, indent=2))
     write_markdown(results)
     print(f"wrote {args.out} and {DOCS}")
 
