@@ -87,7 +87,7 @@ def train(
         raise ValueError(f"backend {backend!r} loads estimators but cannot train them.")
     post = trainer(model, key, simulations=simulations, num_simulations=num_simulations, config=config, progress=progress)
     if loss_plot is not None:
-        fresh = " fresh ones per epoch" if getattr(post.config, "online", False) else ""
+        fresh = ", fresh ones each epoch" if getattr(post.config, "online", False) else ""
         plot_losses(post.history, loss_plot, f"{model.name}: {post.history.num_train} training simulations{fresh}")
     return post
 
