@@ -74,7 +74,8 @@ def noise_oracle(model, phi, data) -> dict[str, float]:
     """What the data alone say about `sigma`, with every cell's true parameters known: the log of
     the root mean square of the realised noise, y - log(p(t; φ_i) + offset_i). Its sampling SD is
     1 / sqrt(2 n) for n observations, so an oracle's 90 % interval is that ± 1.645 SDs. A
-    population posterior of `mean[sigma]` can only be as close to the truth as this is."""
+    population posterior of `mean[sigma]` knows less than this oracle (it must also estimate the
+    cells' parameters), so it should sit near the oracle, not nearer the truth."""
     from nlme_ppl.models.frohlich import frohlich_simple_solution
 
     P = {p: jnp.asarray(phi)[:, j] for j, p in enumerate(model.param_names)}
