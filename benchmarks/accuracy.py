@@ -87,23 +87,30 @@ def noise_oracle(model, phi, data) -> dict[str, float]:
     return {"estimate": estimate, "sd": sd, "error": estimate - truth, "covered": bool(abs(estimate - truth) <= 1.6449 * sd)}
 
 
-def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, num_draws: int = 100, oracle_only: bool = False,
-                        **fit_options) -> tuple[list[dict], list]:  # fmt: skip
+def replicate_data(model, pop, r: int, n: int):
+    """Replicate `r` of the study: `n` cells drawn from `DEMO_TRUTH` (key 9000 + r), their
+    parameters, data, and the key of the fit: `(phi, data, k_fit)`."""
+    k_pop, k_obs, k_fit = jax.random.split(jax.random.key(9000 + r), 3)
+    phi = nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=n)
+    return phi, nlp.simulate_data(model, phi, k_obs), k_fit
+
+
+def demo_population(model):
+    """The study's population model: the demo's, with `offset` and `sigma` without random effect."""
+    return nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
+
+
+def coverage_replicates(model, post, *, replicates: int, n: int, warm: int, num_draws: int = 100, **fit_options) -> tuple[list[dict], list]:
     """`fit_nuts` (default settings unless `fit_options` says otherwise) on `replicates` synthetic
-    populations of `n` cells drawn from `DEMO_TRUTH` (keys 9000 + r): per replicate, the time,
-    ESS, R-hat, the 90 % interval of every population parameter against the truth, and the
-    noise oracle of `sigma` (`noise_oracle`; with `oracle_only`, that alone, without fits)."""
+    populations of `n` cells (`replicate_data`): per replicate, the time, ESS, R-hat, the 90 %
+    interval of every population parameter against the truth, and the noise oracle of `sigma`
+    (`noise_oracle`)."""
     truth = _truth(model)
-    pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
+    pop = demo_population(model)
     reps, datasets = [], []
     for r in range(replicates):
-        k_pop, k_obs, k_fit = jax.random.split(jax.random.key(9000 + r), 3)
-        phi = nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=n)
-        data = nlp.simulate_data(model, phi, k_obs)
+        phi, data, k_fit = replicate_data(model, pop, r, n)
         datasets.append(data)
-        if oracle_only:
-            reps.append({"sigma_oracle": noise_oracle(model, phi, data)})
-            continue
         t0 = time.perf_counter()
         idata = nlp.fit_nuts(pop, post, data, k_fit, num_draws=num_draws, num_chains=2, num_warmup=warm, num_samples=warm, progress=False, diagnose=False,
                              **fit_options)  # fmt: skip
@@ -121,7 +128,7 @@ def bench_accuracy(model, post, quick):
     warm = 200 if quick else 500
     exact_warm = 200  # exact NUTS costs ~10x more per iteration at N = 200
     truth = _truth(model)
-    pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
+    pop = demo_population(model)
     reps, datasets = coverage_replicates(model, post, replicates=replicates, n=n, warm=warm)
     exact = []
     for r in range(exact_replicates):
@@ -258,17 +265,18 @@ def compare_oracle(results: Path) -> None:
 
     model = nlp.models.frohlich_simple()
     saved = json.loads(results.read_text())
-    reps, _ = coverage_replicates(model, None, replicates=saved["replicates"], n=saved["num_individuals"], warm=0, oracle_only=True)
-    both = 0
+    pop = demo_population(model)
+    rows = []
     print("replicate  posterior error (SD) covered   oracle error (SD) covered")
-    for r, (fit, orc) in enumerate(zip(saved["replicate_results"], reps)):
-        s, o = fit["parameters"]["mean[sigma]"], orc["sigma_oracle"]
-        both += (not s["covered"]) and (not o["covered"])
+    for r, fit in enumerate(saved["replicate_results"]):
+        phi, data, _ = replicate_data(model, pop, r, saved["num_individuals"])
+        s, o = fit["parameters"]["mean[sigma]"], noise_oracle(model, phi, data)
+        rows.append((s, o))
         print(f"{r:9d}  {s['error']:+.4f} ({s['sd']:.4f}) {s['covered']!s:5}      {o['error']:+.4f} ({o['sd']:.4f}) {o['covered']}")
-    gap = max(abs(f["parameters"]["mean[sigma]"]["error"] - o["sigma_oracle"]["error"]) for f, o in zip(saved["replicate_results"], reps))
-    print(f"posterior covers {sum(f['parameters']['mean[sigma]']['covered'] for f in saved['replicate_results'])}/{len(reps)}, "
-          f"oracle {sum(o['sigma_oracle']['covered'] for o in reps)}/{len(reps)}, both miss {both}; "
-          f"largest |posterior error - oracle error| {gap:.4f}")  # fmt: skip
+    both = sum(not s["covered"] and not o["covered"] for s, o in rows)
+    gap = max(abs(s["error"] - o["error"]) for s, o in rows)
+    print(f"posterior covers {sum(s['covered'] for s, _ in rows)}/{len(rows)}, oracle {sum(o['covered'] for _, o in rows)}/{len(rows)}, "
+          f"both miss {both}; largest |posterior error - oracle error| {gap:.4f}")  # fmt: skip
 
 
 def main():

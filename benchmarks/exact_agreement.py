@@ -17,9 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import jax  # noqa: E402
 import nlme_ppl as nlp  # noqa: E402
-from nlme_ppl.demo import DEMO_MEAN_PRIOR, DEMO_TRUTH
 from nlme_ppl.inference import map as _map  # noqa: E402
-from accuracy import _flat_posterior  # noqa: E402
+from accuracy import _flat_posterior, demo_population, replicate_data  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--replicate", type=int, default=0)
@@ -27,9 +26,8 @@ p.add_argument("--out", type=Path, default=Path(__file__).parent / "exact_agreem
 args = p.parse_args()
 r = args.replicate
 model = nlp.models.frohlich_simple(); post = nlp.pretrained("frohlich_simple")
-pop = nlp.populations.gaussian(model, fixed=("offset", "sigma"), mean_prior=DEMO_MEAN_PRIOR)
-k_pop, k_obs, k_fit = jax.random.split(jax.random.key(9000 + r), 3)
-data = nlp.simulate_data(model, nlp.simulate_population(pop, DEMO_TRUTH, k_pop, num_individuals=200), k_obs)
+pop = demo_population(model)
+_, data, k_fit = replicate_data(model, pop, r, 200)
 t = time.perf_counter()
 am = nlp.fit_nuts(pop, post, data, k_fit, num_draws=100, num_chains=2, num_warmup=500, num_samples=500, progress=False, diagnose=False)
 t_am = time.perf_counter() - t

@@ -182,8 +182,8 @@ def main(argv=None) -> None:
     previous = json.loads(path.read_text()) if path.exists() else {}
     if previous.get("quick") == args.quick:  # keep the cases (and the cost) that were not rerun
         results["cases"] = {**previous.get("cases", {}), **results["cases"]}
-        results.setdefault("refine_cost", previous.get("refine_cost"))
-        results = {k: v for k, v in results.items() if v is not None}
+        if "refine_cost" not in results and "refine_cost" in previous:
+            results["refine_cost"] = previous["refine_cost"]
     path.write_text(json.dumps(results, indent=2))
     write_markdown(results)
     print(f"wrote {args.out} and {DOCS}")
