@@ -71,6 +71,8 @@ class TrainingHistory(eqx.Module):
 
 def plot_losses(history: TrainingHistory, path: str | Path, title: str) -> None:
     """Write a PNG of the training and validation losses per epoch to `path`."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +87,7 @@ def plot_losses(history: TrainingHistory, path: str | Path, title: str) -> None:
     ax.axvline(history.best_epoch + 1, color="grey", ls=":", label=f"best (epoch {history.best_epoch + 1})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean −log q(φ | y)")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 60)))  # a long title would run off the figure
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
