@@ -16,6 +16,8 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PyTree
 from numpyro.distributions import constraints
 
+from ._censoring import LeftCensored
+
 __all__ = ["IndividualModel"]
 
 
@@ -280,6 +282,63 @@ class IndividualModel(eqx.Module):
         tr = numpyro.handlers.trace(numpyro.handlers.seed(cond, 0)).get_trace(design, obs=obs)
         site = tr[self.obs_site]
         return jnp.sum(site["fn"].log_prob(site["value"]))
+
+    def observation_distribution(self, params: Float[Array, " k"], design, key=None) -> dist.Distribution:
+        """The observed site's distribution given φ = `params` *before censoring*, with batch
+        shape `(T,)`: the masks, `Independent` and [`LeftCensored`][nlme_ppl.models.LeftCensored]
+        wrappers are taken off. `key` seeds the program's hidden randomness (default 0)."""
+        values = {n: params[i] for i, n in enumerate(self.param_names)}
+        cond = numpyro.handlers.condition(self.fn, data=values)
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(cond, 0 if key is None else key)).get_trace(design)
+        fn = tr[self.obs_site]["fn"]
+        while isinstance(fn, (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution, LeftCensored)):
+            fn = fn.base if isinstance(fn, LeftCensored) else fn.base_dist
+        return fn
+
+    def observation_moments(
+        self, params: Float[Array, " k"], design, *, key=None, num_paths: int = 200
+    ) -> tuple[Float[Array, " T"], Float[Array, " T"]]:
+        """Mean and SD of each observation given φ = `params`, before censoring.
+
+        For a tractable model they are the moments of the observed site's distribution (its
+        `.mean` and `.stddev`: for `Normal(f(φ), sd)` the prediction f(φ) and the residual SD),
+        with any [`LeftCensored`][nlme_ppl.models.LeftCensored] taken off. A model with hidden
+        randomness (`tractable=False`, e.g. an SDE's path) is run `num_paths` times with keys
+        split from `key`, and the moments are combined by the law of total variance:
+        mean = E_path[m], var = E_path[s²] + Var_path[m]. One individual; `vmap` it over a batch.
+
+        **Arguments:**
+
+        - `params`: `(k,)` individual parameters, in `param_names` order.
+        - `design`: one individual's design (e.g. a row of `designs_from_data(data)`).
+        - `key`: a JAX key, required when the model is not tractable.
+        - `num_paths`: hidden-randomness paths averaged over (intractable models only).
+
+        **Returns:** `(mean, sd)`, each of shape `(T,)` (padded entries included).
+        """
+        params = jnp.asarray(params)
+        if params.shape != (self.num_params,):
+            raise ValueError(f"expected one parameter vector of length {self.num_params} ({', '.join(self.param_names)}); "
+                             f"got shape {params.shape}; vmap over a batch.")  # fmt: skip
+        shape = jnp.shape(design["times"])
+
+        def moments(k):
+            fn = self.observation_distribution(params, design, k)
+            return jnp.broadcast_to(fn.mean, shape), jnp.broadcast_to(fn.variance, shape)
+
+        if self.tractable:
+            mean, var = moments(None)
+            return mean, jnp.sqrt(var)
+        if key is None:
+            raise ValueError(
+                f"model {self.name!r} has hidden randomness (tractable=False): its observation moments are averaged "
+                "over num_paths simulated paths, which needs a JAX key; pass key=jax.random.key(...)."
+            )
+        if int(num_paths) < 2:
+            raise ValueError(f"`num_paths` must be at least 2 to estimate the spread between paths; got {num_paths}.")
+        means, variances = jax.vmap(moments)(jax.random.split(key, int(num_paths)))
+        mean = jnp.mean(means, 0)
+        return mean, jnp.sqrt(jnp.mean(variances, 0) + jnp.var(means, 0))
 
     # ------------------------------------------------------------------ identity
     def prior_spec(self) -> dict[str, dict[str, Any]]:
