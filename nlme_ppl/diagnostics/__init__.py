@@ -7,6 +7,7 @@ from ._bands import simultaneous_band as simultaneous_band
 from ._c2st import c2st as c2st, c2st_individuals as c2st_individuals
 from ._contraction import posterior_contraction_and_zscores as posterior_contraction_and_zscores
 from ._coverage import OutlierDiagnostics as OutlierDiagnostics, summary_outliers as summary_outliers
+from ._ebe import EBEResult as EBEResult, ebe as ebe
 from ._exact import (
     ExactComparison as ExactComparison,
     ImportancePosterior as ImportancePosterior,
@@ -21,6 +22,7 @@ from ._importance import (
 from ._sbc import SBCResult as SBCResult, sbc as sbc, sbc_check as sbc_check, sbc_ranks as sbc_ranks
 
 __all__ = [
+    "EBEResult",
     "ExactComparison",
     "ImportancePosterior",
     "ImportanceDiagnostics",
@@ -30,6 +32,7 @@ __all__ = [
     "c2st",
     "c2st_individuals",
     "compare_with_exact",
+    "ebe",
     "importance_diagnostics",
     "importance_from_fit",
     "posterior_contraction_and_zscores",
