@@ -19,6 +19,7 @@ from ._importance import (
     importance_diagnostics as importance_diagnostics,
     importance_from_fit as importance_from_fit,
 )
+from ._residuals import epsilon_shrinkage as epsilon_shrinkage, residuals as residuals
 from ._sbc import SBCResult as SBCResult, sbc as sbc, sbc_check as sbc_check, sbc_ranks as sbc_ranks
 
 __all__ = [
@@ -33,9 +34,11 @@ __all__ = [
     "c2st_individuals",
     "compare_with_exact",
     "ebe",
+    "epsilon_shrinkage",
     "importance_diagnostics",
     "importance_from_fit",
     "posterior_contraction_and_zscores",
+    "residuals",
     "sbc",
     "sbc_check",
     "sbc_ranks",
