@@ -44,11 +44,14 @@ class Objective(eqx.Module):
     - `population`: the population program.
     - `site`: the name of the surrogate's likelihood factor.
     - `template`: unconstrained site values (their structure and shapes give `z`'s layout).
+    - `prior`: whether the population prior is part of the objective (default); `False` gives
+      the negative surrogate log-likelihood alone (maximum likelihood, profile likelihoods).
     """
 
     population: Any = eqx.field(static=True)
     site: str = eqx.field(static=True)
     template: dict
+    prior: bool = eqx.field(static=True, default=True)
 
     @classmethod
     def build(cls, population, draws: SurrogateDraws, data: Dataset, key, *, site: str = "obs") -> tuple["Objective", Any]:
@@ -72,10 +75,19 @@ class Objective(eqx.Module):
     def ravel(self, values: dict) -> Float[Array, " d"]:
         return ravel_pytree(values)[0]
 
+    def likelihood(self) -> "Objective":
+        """The same objective without the population prior: the negative surrogate log-likelihood."""
+        return Objective(self.population, self.site, self.template, prior=False)
+
+    def constrain(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> dict:
+        """The constrained sample-site values at `z`."""
+        return constrain_fn(self.surrogate, (data,), {"draws": draws}, self.unravel(z))
+
     def __call__(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, ""]:
-        kwargs = {"draws": draws}
-        params = constrain_fn(self.surrogate, (data,), kwargs, self.unravel(z))
-        return -log_density(self.surrogate, (data,), kwargs, params)[0]
+        params = self.constrain(z, draws, data)
+        if not self.prior:
+            return -jnp.sum(self.pointwise(params, draws, data))
+        return -log_density(self.surrogate, (data,), {"draws": draws}, params)[0]
 
     def pointwise(self, site_values: dict, draws: SurrogateDraws, data: Dataset) -> Float[Array, " individuals"]:
         """The per-individual surrogate log-likelihood terms at constrained `site_values`."""
@@ -97,6 +109,12 @@ class Objective(eqx.Module):
     @eqx.filter_jit
     def values(self, zs: Float[Array, "starts d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, " starts"]:
         return jax.vmap(lambda z: self(z, draws, data))(zs)
+
+    @eqx.filter_jit
+    def scores(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, "individuals d"]:
+        """`(N, d)` gradients in `z` of each individual's surrogate log-likelihood term (the
+        "meat" of the sandwich covariance)."""
+        return jax.jacrev(lambda zz: self.pointwise(self.constrain(zz, draws, data), draws, data))(z)
 
     @eqx.filter_jit
     def hessian(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, "d d"]:

@@ -47,6 +47,16 @@ class MAPResult(eqx.Module):
     - `raised`: the ids of the individuals that got extra draws (Pareto k > 0.7 at the first
       fit; `fit_map`'s `max_draws`), for which the fit was redone; empty if none.
     - `max_draws`: the cap of an individual's draws (0 where not recorded).
+    - `robust_stderr`: sandwich (robust) standard errors by label, H⁻¹ S H⁻¹ with S the sum
+      of the individuals' outer score products (NONMEM's default `$COV` matrix).
+    - `covariance`, `robust_covariance`: `(L, L)` covariances of the estimates in `params`
+      order (see [`correlation`][nlme_ppl.MAPResult.correlation]).
+    - `draws`: the [`SurrogateDraws`][nlme_ppl.SurrogateDraws] the fit was made on (profiles,
+      bootstrap and model comparison re-use them).
+    - `posterior`: the estimator whose draws were fitted (the refinement where `refine` was on).
+    - `absolute`: the log-likelihood on the absolute scale (an
+      [`ObjectiveFunction`][nlme_ppl.inference.ObjectiveFunction]: loglik, OFV, AIC, BIC with
+      its Monte Carlo error), or None where it was not computed.
     """
 
     params: dict[str, float]
@@ -70,15 +80,52 @@ class MAPResult(eqx.Module):
     fixed_rounds: int = eqx.field(static=True, default=0)
     raised: tuple[str, ...] = eqx.field(static=True, default=())
     max_draws: int = eqx.field(static=True, default=0)
+    robust_stderr: dict | None = None
+    covariance: np.ndarray | None = None
+    robust_covariance: np.ndarray | None = None
+    draws: object = None
+    posterior: object = None
+    absolute: object = None
 
-    def table(self, truth: dict[str, float] | None = None) -> pd.DataFrame:
-        """Estimates with standard errors, back-transformed values and CV%.
+    # ------------------------------------------------------------------ absolute scale
+    @property
+    def loglik(self) -> float:
+        """log p(D | θ̂) on the absolute scale (NaN where `absolute` was not computed)."""
+        return float("nan") if self.absolute is None else self.absolute.loglik
+
+    @property
+    def ofv(self) -> float:
+        """−2 log-likelihood, NONMEM's objective function value (NaN without `absolute`)."""
+        return float("nan") if self.absolute is None else self.absolute.ofv
+
+    @property
+    def aic(self) -> float:
+        return float("nan") if self.absolute is None else self.absolute.aic
+
+    @property
+    def bic(self) -> float:
+        return float("nan") if self.absolute is None else self.absolute.bic
+
+    def correlation(self, *, robust: bool = False) -> pd.DataFrame:
+        """The correlation matrix of the estimates (from `covariance`, or `robust_covariance`)."""
+        from ._uncertainty import correlation_frame
+
+        cov = self.robust_covariance if robust else self.covariance
+        if cov is None:
+            raise ValueError("this fit carries no covariance of its estimates (it was made before covariances were recorded); refit it.")
+        return correlation_frame(np.asarray(cov), list(self.params))
+
+    def table(self, truth: dict[str, float] | None = None, *, robust: bool = False, level: float = 0.95) -> pd.DataFrame:
+        """Estimates with standard errors, RSE%, Wald intervals, back-transformed values and CV%.
 
         `value` is exp(estimate) for `mean[...]` rows (the median on the natural scale of a
         log-scale parameter); `cv_percent` is 100·sqrt(exp(sd²) - 1) for `sd[...]` rows.
-        With `truth` (by label), adds `truth` and `error` columns.
+        `ci_lower`, `ci_upper`: the Wald interval estimate ± z·SE at `level`. With
+        `robust=True` the SEs are the sandwich ones. With `truth` (by label), adds `truth`
+        and `error` columns.
         """
-        return parameter_table(self.params, self.stderr, truth)
+        stderr = self.robust_stderr if robust and self.robust_stderr is not None else self.stderr
+        return parameter_table(self.params, stderr, truth, level=level)
 
     def diagnostics_table(self) -> pd.DataFrame:
         """Per-individual surrogate checks, indexed by id: `pareto_k`, `ess`, `ess_fraction` and
@@ -127,7 +174,10 @@ class MAPResult(eqx.Module):
         return f"MAPResult(best start {self.best}, converged={bool(self.converged[self.best])}, loglik={self.log_likelihood:.3f})\n{self.table()}"
 
 
-def parameter_table(params: dict, stderr: dict | None = None, truth: dict | None = None) -> pd.DataFrame:
+def parameter_table(params: dict, stderr: dict | None = None, truth: dict | None = None, *, level: float = 0.95) -> pd.DataFrame:
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
     rows = []
     for label, est in params.items():
         row = {"parameter": label, "estimate": est}
@@ -135,6 +185,7 @@ def parameter_table(params: dict, stderr: dict | None = None, truth: dict | None
             se = stderr.get(label, np.nan)
             row["se"] = se
             row["rse_percent"] = 100 * abs(se / est) if est != 0 else np.nan
+            row["ci_lower"], row["ci_upper"] = est - z * se, est + z * se
         row["value"] = math.exp(est) if label.startswith("mean[") else np.nan
         row["cv_percent"] = 100 * math.sqrt(math.expm1(est**2)) if label.startswith("sd[") else np.nan
         if truth is not None:

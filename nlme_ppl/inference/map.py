@@ -22,6 +22,8 @@ from ._labels import flatten_params
 from ._objective import Objective, surrogate_model
 from ._optimize import preconditioner
 from ._result import MAPResult, parameter_table
+from ._uncertainty import label_covariances
+from .loglik import objective_function
 from .fixed import expand_fixed, fixed_point, initial_point, wants_likelihood_treatment
 from .refine import RefinedPosterior, wants_refinement
 from .refine import refine as refine_posterior
@@ -124,11 +126,15 @@ def fit_map_draws(
     site_values = {k: np.asarray(v) for k, v in postprocess(objective.unravel(z)).items()}
     flat = lambda zz: jnp.stack(list(flatten_params(population, postprocess(objective.unravel(zz))).values()))  # noqa: E731
     labels = list(flatten_params(population, site_values))
-    stderr = _stderr(np.asarray(objective.hessian(z, draws, data)), flat, z, labels)
+    cov = label_covariances(np.asarray(objective.hessian(z, draws, data)), np.asarray(objective.scores(z, draws, data)), flat, z, labels)
     pointwise = objective.pointwise(site_values, draws, data)
     return MAPResult(
         params={k: float(v) for k, v in flatten_params(population, site_values).items()},
-        stderr=stderr,
+        stderr=cov.stderr(),
+        robust_stderr=cov.stderr(robust=True),
+        covariance=cov.hessian,
+        robust_covariance=cov.robust,
+        draws=draws,
         site_values=site_values,
         losses=losses,
         rescored=rescored,
@@ -141,17 +147,6 @@ def fit_map_draws(
         population=population,
         site=site,
     )
-
-
-def _stderr(hess, flat, z, labels) -> dict[str, float]:
-    try:
-        chol = np.linalg.cholesky(hess)
-    except np.linalg.LinAlgError:
-        return {k: float("nan") for k in labels}
-    cov_z = np.linalg.inv(chol).T @ np.linalg.inv(chol)
-    jac = np.asarray(jax.jacfwd(flat)(z))
-    var = np.einsum("ij,jk,ik->i", jac, cov_z, jac)
-    return {k: float(np.sqrt(v)) for k, v in zip(labels, var)}
 
 
 def fit_map(
@@ -226,6 +221,8 @@ def fit_map(
       redone from the estimate on them (once). `max_draws=num_draws` turns it off.
 
     **Returns:** a [`MAPResult`][nlme_ppl.MAPResult] (its `refined` field holds the refinement,
+    `absolute` the log-likelihood, OFV, AIC and BIC on the absolute scale where the fit was refined
+    (see [`objective_function`][nlme_ppl.inference.objective_function]),
     `fixed_treatment` says which treatment was used, `raised` which individuals got extra draws;
     its `importance` check is that of the final fit, on all draws).
     """
@@ -252,9 +249,11 @@ def fit_map(
         base = with_extra_draws(posterior, base, data, rows, k_more, max_draws=max_draws)
         base_fresh = None if base_fresh is None else with_extra_draws(posterior, base_fresh, data, rows, k_more_fresh, max_draws=max_draws)
         fit, draws = fit_on(base, base_fresh, fit.site_values)
-    fit = dataclasses.replace(fit, raised=tuple(data.ids[i] for i in rows), max_draws=max_draws)
+    fit = dataclasses.replace(fit, raised=tuple(data.ids[i] for i in rows), max_draws=max_draws, posterior=posterior, draws=draws)
     if isinstance(posterior, RefinedPosterior):
         fit = eqx.tree_at(lambda f: f.refined, fit, posterior, is_leaf=lambda x: x is None)
+        # the refinement estimated log p_train(y_i) on the way: the absolute scale costs nothing here
+        fit = eqx.tree_at(lambda f: f.absolute, fit, objective_function(fit, data), is_leaf=lambda x: x is None)
     if not diagnose:
         return fit
     checks = diagnose_fit(population, posterior, draws, fit.site_values, data, k_draws, site=site)

@@ -104,6 +104,9 @@ class RefinedPosterior(eqx.Module):
     `log_weights` `(N, P)` normalised log importance weights, `pareto_k` and `ess` `(N,)` of
     those weights, `modes` `(N, k)` each individual's highest mode, and the mixture components
     (`loc`, `chol`, `component_log_weight`) used by the Metropolis–Hastings fallback.
+    `log_evidence` `(N,)`: the importance-sampling estimate of log p_train(y_i), the training
+    prior's marginal likelihood of each individual (the mean of the unnormalised weights), and
+    `log_evidence_se` its Monte Carlo standard error (delta method).
     """
 
     base: object
@@ -118,6 +121,8 @@ class RefinedPosterior(eqx.Module):
     component_log_weight: Float[np.ndarray, "individuals components"]
     df: float = eqx.field(static=True)
     num_mcmc_steps: int = eqx.field(static=True)
+    log_evidence: Float[np.ndarray, " individuals"] | None = None
+    log_evidence_se: Float[np.ndarray, " individuals"] | None = None
     backend: ClassVar[str] = "refined"
 
     @property
@@ -316,12 +321,16 @@ def refine(
     if np.all(log_w == -np.inf, axis=1).any():
         i = int(np.argmax(np.all(log_w == -np.inf, axis=1)))
         raise ValueError(f"individual {data.ids[i]!r}: no proposal has a finite likelihood; check its data (units, dosing) against the model.")
-    log_w = log_w - jax.nn.logsumexp(jnp.asarray(log_w), axis=1, keepdims=True)
-    log_w = np.asarray(log_w)
+    log_sum = np.asarray(jax.nn.logsumexp(jnp.asarray(log_w), axis=1))
+    log_w = np.asarray(log_w - log_sum[:, None])
+    # the mean of the unnormalised weights estimates p_train(y_i); its relative variance is
+    # (P Σ w̃² - 1) / P for the normalised weights w̃
+    log_evidence = log_sum - math.log(log_w.shape[1])
+    log_evidence_se = np.sqrt(np.maximum(np.sum(np.exp(2 * log_w), axis=1) - 1.0 / log_w.shape[1], 0.0))
     diag = importance_diagnostics(log_w, ids=data.ids)
     best = np.argmax(dens, axis=1)
     return RefinedPosterior(
         base=posterior, data=data, values=values, log_weights=log_w, pareto_k=np.asarray(diag.pareto_k),
         ess=np.asarray(diag.ess), modes=loc[np.arange(n), best], loc=loc, chol=chol, component_log_weight=log_cw,
-        df=float(df), num_mcmc_steps=int(num_mcmc_steps),
+        df=float(df), num_mcmc_steps=int(num_mcmc_steps), log_evidence=log_evidence, log_evidence_se=log_evidence_se,
     )  # fmt: skip
