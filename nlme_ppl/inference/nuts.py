@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from numpyro.infer.util import log_likelihood
+from numpyro.infer.util import log_likelihood as site_log_likelihood
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
@@ -15,12 +17,16 @@ from ..likelihood import prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
 from ._mcmc import run_nuts
 from ._objective import surrogate_model
+from ._predictive import posterior_predictive as predictive_draws
 from ._result import MAPResult
 from .fixed import expand_fixed, initial_point, wants_likelihood_treatment
 from .map import _RAISE_STREAM, _max_draws, fit_likelihood_treatment, fit_map_draws, high_k_rows, refined_posterior, with_extra_draws
 from .refine import RefinedPosterior
 
 __all__ = ["fit_nuts"]
+
+#: Key stream of the posterior predictive draws (folded into the key; the fit's own splits are unchanged).
+_PREDICTIVE_STREAM = 0x505053
 
 
 def fit_nuts(
@@ -43,6 +49,8 @@ def fit_nuts(
     refine: bool | str = "auto",
     fixed: str = "auto",
     max_draws: int = 1000,
+    posterior_predictive: bool = True,
+    log_likelihood: str = "individual",
 ) -> xr.DataTree:
     """Sample the population posterior with NumPyro NUTS over the amortized surrogate.
 
@@ -83,8 +91,35 @@ def fit_nuts(
     the start (`init`, or the MAP) have Pareto k > 0.7 get extra draws, up to `max_draws` each,
     before sampling; the attribute `num_raised` counts them, and the `surrogate_diagnostics`
     group's `draws` (present when some were raised) gives each individual's draws.
+
+    `posterior_predictive=True` (default) adds a group `posterior_predictive` with `site`
+    (dims `individual`, `obs_index`, as `observed_data`; NaN where unobserved): for each
+    posterior draw θ_s, each individual's φ_i is drawn from its conditional posterior
+    p(φ | y_i, θ_s) by resampling its draws with the importance weights
+    p(φ_ij | θ_s) / p_train(φ_ij) (parameters without random effect take their population
+    value), and its data are simulated through the individual model at its own design. It
+    costs about one surrogate evaluation and one simulation of the data set per posterior
+    draw; the attribute `posterior_predictive_seconds` gives the time it took.
+    `az.plot_ppc_dist(tree)` then compares the replicates with the data.
+
+    Where the model is tractable it also stores log p(y_it | φ_i) at the resampled φ_i, one
+    term per observation, which LOO-PIT needs (`az.loo_pit` pairs the log-likelihood with the
+    predictive of the same shape). `log_likelihood` says which terms the `log_likelihood`
+    group holds under `site`: `"individual"` (default) the surrogate's per-individual terms,
+    for `az.loo` / `az.compare` across population models (the observation terms go to a
+    group `log_likelihood_observation`); `"observation"` the per-observation terms, so that
+    `az.plot_loo_pit(tree)` runs directly (the per-individual terms go to a group
+    `log_likelihood_individual`, and `az.loo` then leaves out one observation at a time).
     """
     check_keys(key)
+    if log_likelihood not in ("individual", "observation"):
+        raise ValueError(f"`log_likelihood` must be 'individual' or 'observation'; got {log_likelihood!r}.")
+    if log_likelihood == "observation" and not (posterior_predictive and posterior.model.tractable):
+        raise ValueError(
+            "log_likelihood='observation' needs the per-observation terms log p(y_it | phi_i): pass "
+            f"posterior_predictive=True, with a tractable model (model {posterior.model.name!r} "
+            f"{'is' if posterior.model.tractable else 'is not'} tractable)."
+        )
     num_chains = positive_int(num_chains, name="num_chains")
     posterior = refined_posterior(posterior, data, key, refine)
     num_draws = positive_int(num_draws, name="num_draws")
@@ -117,14 +152,23 @@ def fit_nuts(
         num_samples=num_samples, target_accept_prob=target_accept_prob, chain_method=chain_method, progress=progress,
     )
     flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}
-    ll = log_likelihood(surrogate, flat, data, draws=draws)[site]
+    ll = site_log_likelihood(surrogate, flat, data, draws=draws)[site]
     ll = np.asarray(ll).reshape(num_chains, num_samples, -1)
     from ._datatree import to_datatree  # imports arviz: only when a tree is built
 
     refined = isinstance(posterior, RefinedPosterior)
     attrs = {"inference": "NUTS over the amortized surrogate", "num_draws_per_individual": int(num_draws), "chain_method": chain_method,
              "refined": int(refined), "fixed_treatment": treatment, "num_raised": int(rows.size), "max_draws": max_draws}  # fmt: skip
-    tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats, site=site, attrs=attrs)
+    predictive = None
+    if posterior_predictive:
+        start = time.perf_counter()
+        k_pred = jax.random.fold_in(key, _PREDICTIVE_STREAM)
+        reps, obs_ll = predictive_draws(population, posterior.model, draws, flat, data, k_pred)
+        attrs["posterior_predictive_seconds"] = time.perf_counter() - start
+        shape = (num_chains, num_samples, *reps.shape[1:])
+        predictive = (reps.reshape(shape), None if obs_ll is None else obs_ll.reshape(shape))
+    tree = to_datatree(population, {k: np.asarray(v) for k, v in samples.items()}, ll, ids=data.ids, data=data, sample_stats=stats,
+                       site=site, attrs=attrs, predictive=predictive, log_likelihood_kind=log_likelihood)  # fmt: skip
     if diagnose:
         best = int(np.argmax(np.asarray(stats["lp"]).reshape(-1)))  # the posterior draw of highest density
         checks = diagnose_fit(population, posterior, draws, {k: v[best] for k, v in flat.items()}, data, k_draws, site=site)
