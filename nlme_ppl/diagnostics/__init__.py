@@ -1,7 +1,8 @@
 """Diagnostics of amortized posteriors and of the surrogate: simulation-based calibration,
 contraction and z-scores, classifier two-sample tests, a comparison with the exact individual
 posteriors (tractable models), importance-weight Pareto k and an out-of-distribution check of
-the data."""
+the data; and the checks of a fitted population model: empirical Bayes estimates with η- and
+ε-shrinkage, PRED/IPRED/IWRES/NPDE/CWRES residuals, visual predictive checks and GOF plots."""
 
 from ._bands import simultaneous_band as simultaneous_band
 from ._c2st import c2st as c2st, c2st_individuals as c2st_individuals
@@ -13,6 +14,7 @@ from ._exact import (
     ImportancePosterior as ImportancePosterior,
     compare_with_exact as compare_with_exact,
 )
+from ._gof import plot_ebe as plot_ebe, plot_gof as plot_gof, plot_individual_fits as plot_individual_fits
 from ._importance import (
     ImportanceDiagnostics as ImportanceDiagnostics,
     SurrogateWarning as SurrogateWarning,
@@ -21,6 +23,7 @@ from ._importance import (
 )
 from ._residuals import epsilon_shrinkage as epsilon_shrinkage, residuals as residuals
 from ._sbc import SBCResult as SBCResult, sbc as sbc, sbc_check as sbc_check, sbc_ranks as sbc_ranks
+from ._vpc import VPCResult as VPCResult, vpc as vpc
 
 __all__ = [
     "EBEResult",
@@ -30,6 +33,7 @@ __all__ = [
     "OutlierDiagnostics",
     "SBCResult",
     "SurrogateWarning",
+    "VPCResult",
     "c2st",
     "c2st_individuals",
     "compare_with_exact",
@@ -37,6 +41,9 @@ __all__ = [
     "epsilon_shrinkage",
     "importance_diagnostics",
     "importance_from_fit",
+    "plot_ebe",
+    "plot_gof",
+    "plot_individual_fits",
     "posterior_contraction_and_zscores",
     "residuals",
     "sbc",
@@ -44,4 +51,5 @@ __all__ = [
     "sbc_ranks",
     "simultaneous_band",
     "summary_outliers",
+    "vpc",
 ]
