@@ -11,7 +11,8 @@ the LLOQ is not drawn; a second panel compares the fraction below the LLOQ inste
 
 Prediction correction (pcVPC, Bergstrand et al. 2011): every observed and simulated value is
 multiplied by median(PRED in its bin) / PRED of its observation, removing the variability that
-comes from the design (doses, times within a bin, covariates).
+comes from the design (doses, times within a bin, covariates). An observation predicted at 0
+(a sample before the first dose) is left uncorrected, and does not enter the bin's median.
 """
 
 from __future__ import annotations
@@ -186,8 +187,10 @@ def vpc(
     if pred_corr:
         typical, _ = typical_parameters(fit, data, k_typ)
         pred = np.asarray(_moments(model, jnp.asarray(typical), designs, k_mom)[0])[mask]
-        median = np.array([np.median(pred[b == i]) if np.any(b == i) else np.nan for i in range(edges.size - 1)])
-        factor = median[b] / pred
+        positive = pred > 1e-12 * np.max(np.abs(pred))  # a predose sample predicts 0: left uncorrected
+        median = np.array([np.median(pred[(b == i) & positive]) if np.any((b == i) & positive) else np.nan
+                           for i in range(edges.size - 1)])  # fmt: skip
+        factor = np.where(positive, median[b] / np.where(positive, pred, 1.0), 1.0)
         y, s = y * factor, s * factor
     q = ((1 - ci) / 2 * 100, 50.0, (1 + ci) / 2 * 100)
     nb = edges.size - 1
