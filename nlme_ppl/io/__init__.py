@@ -1,5 +1,6 @@
 """Input and output: NONMEM-format data, estimator files (no pickle).
 
+`report` and `report_from_dir` (the HTML report, `nlme_ppl.io._report`) are looked up the same way.
 `load_posterior`, `save_posterior` and `pretrained` are those of `nlme_ppl.estimators`, looked up
 when first used: the estimator-archive format (`nlme_ppl.io.serialization`) sits below the
 estimators in the layer order, and the estimators import it, so this package must not import
@@ -9,9 +10,11 @@ them when it is itself imported.
 from .nonmem import read_nonmem as read_nonmem, write_nonmem as write_nonmem
 from .tables import read_table as read_table
 
-__all__ = ["load_posterior", "pretrained", "read_nonmem", "read_table", "save_posterior", "write_nonmem"]
+__all__ = ["ReportWarning", "load_posterior", "pretrained", "read_nonmem", "read_table", "report", "report_from_dir", "save_posterior", "write_nonmem"]
 
 _FROM_ESTIMATORS = ("load_posterior", "pretrained", "save_posterior")
+#: The HTML report (`nlme_ppl.io._report`) reads fits and runs diagnostics: imported when first used.
+_FROM_REPORT = ("ReportWarning", "report", "report_from_dir")
 
 
 def __getattr__(name: str):
@@ -19,6 +22,10 @@ def __getattr__(name: str):
         from .. import estimators
 
         return getattr(estimators, name)
+    if name in _FROM_REPORT:
+        from . import _report
+
+        return getattr(_report, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
