@@ -266,7 +266,10 @@ _SETTINGS = ("model", "estimator", "data", "covariance", "fixed", "fixed_treatme
 
 def _refit(fit_dir: Path):
     """The fit `nlme-ppl fit` made into `fit_dir`, redone from its `fit.json` settings."""
-    import nlme_ppl as nlp
+    from .. import models, populations
+    from ..estimators import load_posterior, pretrained
+    from ..inference import fit_map
+    from .nonmem import read_nonmem
 
     spec = fit_dir / "fit.json"
     if not spec.is_file():
@@ -276,14 +279,14 @@ def _refit(fit_dir: Path):
     if missing:
         raise ValueError(f"{spec} lacks the settings {missing} that the report needs to redo the fit; rerun `nlme-ppl fit` "
                          "with this version of nlme_ppl.")  # fmt: skip
-    model = nlp.models.get(settings["model"])
+    model = models.get(settings["model"])
     est = settings["estimator"]
-    post = nlp.load_posterior(est, model=model) if est else nlp.pretrained(settings["model"])
-    data = nlp.read_nonmem(settings["data"])
-    population = nlp.populations.gaussian(model, covariance=settings["covariance"], fixed=tuple(settings["fixed"]))
+    post = load_posterior(est, model=model) if est else pretrained(settings["model"])
+    data = read_nonmem(settings["data"])
+    population = populations.gaussian(model, covariance=settings["covariance"], fixed=tuple(settings["fixed"]))
     key = jax.random.key(int(settings["seed"]))
     refine = "auto" if settings["refine"] is None else bool(settings["refine"])
-    fit = nlp.fit_map(population, post, data, key, num_draws=settings["num_draws"], num_starts=settings["num_starts"], refine=refine,
+    fit = fit_map(population, post, data, key, num_draws=settings["num_draws"], num_starts=settings["num_starts"], refine=refine,
                       fixed=settings["fixed_treatment"], max_draws=settings["max_draws"])  # fmt: skip
     return fit, post, data, key, settings
 
