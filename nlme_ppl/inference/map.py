@@ -166,6 +166,7 @@ def fit_map(
     refine: bool | str = "auto",
     fixed: str = "auto",
     max_draws: int = 1000,
+    init: dict | None = None,
 ) -> MAPResult:
     """Maximum a posteriori population parameters under the amortized surrogate.
 
@@ -219,6 +220,8 @@ def fit_map(
     - `max_draws`: individuals whose importance weights at the estimate have Pareto k > 0.7 get
       extra draws from the same posterior, up to `max_draws` draws each in all, and the fit is
       redone from the estimate on them (once). `max_draws=num_draws` turns it off.
+    - `init`: constrained population site values (e.g. another fit's `site_values`): the first
+      start is there and the others are jittered around it.
 
     **Returns:** a [`MAPResult`][nlme_ppl.MAPResult] (its `refined` field holds the refinement,
     `absolute` the log-likelihood, OFV, AIC and BIC on the absolute scale where the fit was refined
@@ -242,7 +245,7 @@ def fit_map(
             return fit_likelihood_treatment(population, posterior.model, draws, data, k_fit, fresh_draws=fresh, init=init, **options)
         return fit_map_draws(population, draws, data, k_fit, fresh_draws=fresh, init=init, **options), draws
 
-    fit, draws = fit_on(base, base_fresh, None)
+    fit, draws = fit_on(base, base_fresh, init)
     rows = high_k_rows(population, draws, fit.site_values, data, site=site) if max_draws > num_draws else np.zeros(0, int)
     if rows.size:
         k_more, k_more_fresh = jax.random.split(jax.random.fold_in(key, _RAISE_STREAM))
