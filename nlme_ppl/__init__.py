@@ -22,6 +22,9 @@ from .estimators import (  # noqa: E402
 )
 from .inference import (  # noqa: E402
     MAPResult as MAPResult,
+    bootstrap as bootstrap,
+    objective_function as objective_function,
+    profile as profile,
     exact_init as exact_init,
     exact_model as exact_model,
     fit_exact_individual as fit_exact_individual,
@@ -31,7 +34,7 @@ from .inference import (  # noqa: E402
     RefinedPosterior as RefinedPosterior,
     refine as refine,
 )
-from .io import read_nonmem as read_nonmem, read_table as read_table, write_nonmem as write_nonmem  # noqa: E402
+from .io import read_nonmem as read_nonmem, read_table as read_table, report as report, report_from_dir as report_from_dir, write_nonmem as write_nonmem  # noqa: E402
 from .models import IndividualModel as IndividualModel  # noqa: E402
 from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, log_weights as log_weights, prepare_draws as prepare_draws  # noqa: E402
 from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data, simulate_population as simulate_population  # noqa: E402
@@ -48,6 +51,7 @@ __all__ = [
     "SurrogateDraws",
     "TrainConfig",
     "amortize",
+    "bootstrap",
     "demo",
     "diagnostics",
     "estimators",
@@ -60,11 +64,15 @@ __all__ = [
     "fit_nuts",
     "load_posterior",
     "models",
+    "objective_function",
     "populations",
     "prepare_draws",
+    "profile",
     "read_nonmem",
     "read_table",
     "refine",
+    "report",
+    "report_from_dir",
     "pretrained",
     "save_posterior",
     "simulate",

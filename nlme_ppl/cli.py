@@ -3,6 +3,7 @@
     nlme-ppl demo [--out DIR]
     nlme-ppl fit --model NAME --data FILE.csv [--covariance diag|full] [--fixed a,b] [--method map|nuts] --out DIR
     nlme-ppl train --model NAME --out FILE
+    nlme-ppl report --fit DIR --out report.html [--compare DIR ...]
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         help="how parameters without random effect enter the surrogate: 'likelihood' (an expansion of the exact "
         "likelihood; the default on refined draws), 'kernel' (a Gaussian kernel; any model)",
     )  # fmt: skip
+    f.add_argument("--profile", action="store_true", help="profile likelihoods of every population parameter (profile.csv, profiles.png)")
+    f.add_argument("--bootstrap", type=int, default=0, metavar="R", help="R bootstrap replicates (bootstrap.csv; 0: none)")
+    f.add_argument("--bootstrap-kind", choices=("nonparametric", "parametric"), default="nonparametric")
     f.add_argument("--out", required=True, help="output folder")
 
     t = sub.add_parser("train", help="train an estimator for a built-in model (the shipped recipe by default)")
@@ -63,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--loss-plot", default=None, help="PNG of the loss curves (default: next to --out)")
+    r = sub.add_parser("report", help="write one self-contained HTML report of a fit made by `nlme-ppl fit`")
+    r.add_argument("--fit", required=True, help="the folder `nlme-ppl fit --out` wrote")
+    r.add_argument("--out", required=True, help="HTML file to write, e.g. report.html")
+    r.add_argument("--compare", nargs="*", default=(), help="other fit folders for the model-comparison section")
     return p
 
 
@@ -101,14 +109,29 @@ def _fit(args) -> int:
     refine = "auto" if args.refine is None else args.refine
     fit = nlp.fit_map(population, post, data, key, num_draws=args.num_draws, num_starts=args.num_starts, refine=refine, fixed=args.fixed_treatment,
                       max_draws=args.max_draws)  # fmt: skip
+    absolute = fit.absolute.to_dict() if fit.absolute is not None else {}
     result = {
         "model": args.model,
         "method": args.method,
         "num_individuals": data.num_individuals,
         "population_parameters": fit.params,
         "standard_errors": fit.stderr,
+        "robust_standard_errors": fit.robust_stderr,
+        "correlation": _frame_dict(fit.correlation()),
+        "loglik": absolute.get("loglik"),
+        "loglik_mc_se": absolute.get("loglik_mc_se"),
+        "ofv": absolute.get("ofv"),
+        "aic": absolute.get("aic"),
+        "bic": absolute.get("bic"),
+        "objective_function": absolute or "not computed: the absolute scale needs a refined fit (a tractable model with --refine)",
         "log_likelihood": fit.log_likelihood,
         "log_likelihood_note": "surrogate log p(D|theta) minus sum_i log p_train(y_i) (the training prior's marginal likelihood), at the MAP",
+        "settings": {
+            "model": args.model, "estimator": str(Path(args.estimator).resolve()) if args.estimator else None,
+            "data": str(Path(args.data).resolve()), "covariance": args.covariance, "fixed": list(fixed),
+            "fixed_treatment": args.fixed_treatment, "refine": args.refine, "seed": args.seed, "num_draws": args.num_draws,
+            "num_starts": args.num_starts, "max_draws": args.max_draws, "method": args.method,
+        },  # what `nlme-ppl report` needs to redo the fit (the same key gives the same fit)
         "refined": fit.refined is not None,
         "fixed_treatment": fit.fixed_treatment,
         "raised": list(fit.raised),
@@ -118,6 +141,17 @@ def _fit(args) -> int:
     }
     fit.diagnostics_table().to_csv(out / "diagnostics.csv")
     table = fit.table()
+    if args.profile:
+        prof = nlp.profile(fit, data)
+        prof.intervals().to_csv(out / "profile.csv")
+        prof.plot(path=out / "profiles.png")
+        result["profile_intervals"] = _frame_dict(prof.intervals())
+        result["profile_seconds"] = round(prof.seconds, 2)
+    if args.bootstrap:
+        boot = nlp.bootstrap(fit, data, jax.random.fold_in(key, 0xB007), kind=args.bootstrap_kind, num_replicates=args.bootstrap)
+        boot.estimates.to_csv(out / "bootstrap.csv")
+        result["bootstrap"] = {"kind": boot.kind, "replicates": len(boot.estimates), "converged_share": boot.converged_share,
+                               "seconds": round(boot.seconds, 2), "intervals": _frame_dict(boot.intervals())}  # fmt: skip
     if args.method == "nuts":
         import arviz as az
 
@@ -133,6 +167,22 @@ def _fit(args) -> int:
     (out / "fit.json").write_text(json.dumps(result, indent=2))
     print(table.to_string(float_format=lambda x: f"{x:.4g}"))
     print(f"wrote {out}/parameters.csv, {out}/fit.json, {out}/diagnostics.csv" + (f", {out}/posterior.nc" if args.method == "nuts" else ""))
+    return 0
+
+
+def _finite(v):
+    return float(v) if v == v and abs(v) != float("inf") else None  # JSON has no NaN / inf
+
+
+def _frame_dict(frame) -> dict:
+    return {k: {c: _finite(v) for c, v in row.items()} for k, row in frame.to_dict(orient="index").items()}
+
+
+def _report(args) -> int:
+    import nlme_ppl as nlp
+
+    path = nlp.io.report_from_dir(args.fit, path=args.out, compare=tuple(args.compare or ()))
+    print(f"wrote {path}")
     return 0
 
 
@@ -162,7 +212,7 @@ def _train(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"demo": _demo, "fit": _fit, "train": _train}[args.command](args)
+        return {"demo": _demo, "fit": _fit, "train": _train, "report": _report}[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"nlme-ppl {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -178,6 +228,7 @@ _WHAT_TO_DO = {
     "random effect with --fixed, or try more --num-starts and --num-draws.",
     "train": "What to do: check the model's simulator and training prior, or try another --seed.",
     "demo": "What to do: rerun with another --seed, and report it if it fails again.",
+    "report": "What to do: check that the fit folder was written by this version of `nlme-ppl fit`, or rerun that fit.",
 }
 
 
