@@ -238,6 +238,7 @@ def plot_waterfall(fit, *, path=None):
     conv = np.asarray(fit.converged)[order][ok]
     ax.plot(np.arange(1, ok.sum() + 1)[~conv], rel[ok][~conv], "x", color="C3", ms=9, label="not converged")
     ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_ylim(-0.02, max(1.0, 1.5 * float(np.max(rel[ok], initial=0.0))))  # starts that all agree: a flat line at 0
     ax.set_xlabel("start (sorted)")
     ax.set_ylabel("objective − best")
     ax.set_title(f"{len(losses)} starts; {int(np.sum(rel[ok] < 0.1))} within 0.1 of the best", fontsize=9)
