@@ -7,10 +7,15 @@ estimators in the layer order, and the estimators import it, so this package mus
 them when it is itself imported.
 """
 
+from typing import TYPE_CHECKING
+
 from .nonmem import read_nonmem as read_nonmem, write_nonmem as write_nonmem
 from .tables import read_table as read_table
 
 __all__ = ["ReportWarning", "load_posterior", "pretrained", "read_nonmem", "read_table", "report", "report_from_dir", "save_posterior", "write_nonmem"]
+
+if TYPE_CHECKING:  # for type checkers and the API docs (griffe); at run time they are looked up when first used
+    from ._report import ReportWarning as ReportWarning, report as report, report_from_dir as report_from_dir
 
 _FROM_ESTIMATORS = ("load_posterior", "pretrained", "save_posterior")
 #: The HTML report (`nlme_ppl.io._report`) reads fits and runs diagnostics: imported when first used.
