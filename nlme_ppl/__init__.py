@@ -23,6 +23,8 @@ from .estimators import (  # noqa: E402
 from .inference import (  # noqa: E402
     MAPResult as MAPResult,
     bootstrap as bootstrap,
+    compare as compare,
+    covariate_search as covariate_search,
     objective_function as objective_function,
     profile as profile,
     exact_init as exact_init,
@@ -52,6 +54,8 @@ __all__ = [
     "TrainConfig",
     "amortize",
     "bootstrap",
+    "compare",
+    "covariate_search",
     "demo",
     "diagnostics",
     "estimators",

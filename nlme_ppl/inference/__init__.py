@@ -12,9 +12,10 @@ from .map import MAPResult as MAPResult, fit_map as fit_map
 from .profile import ProfileResult as ProfileResult, plot_waterfall as plot_waterfall, profile as profile
 from .nuts import fit_nuts as fit_nuts
 from .refine import RefinedPosterior as RefinedPosterior, refine as refine
+from .selection import CovariateSearchResult as CovariateSearchResult, compare as compare, covariate_search as covariate_search
 
 __all__ = [
-    "BootstrapResult", "FitDiagnostics", "MAPResult", "ObjectiveFunction", "ProfileResult", "bootstrap", "objective_function",
+    "BootstrapResult", "CovariateSearchResult", "compare", "covariate_search", "FitDiagnostics", "MAPResult", "ObjectiveFunction", "ProfileResult", "bootstrap", "objective_function",
     "plot_waterfall", "profile", "training_evidence", "diagnose_fit", "expand_fixed", "fixed_point", "exact_init", "exact_model", "fit_exact_individual", "fit_exact_nuts",
     "fit_map", "fit_nuts", "RefinedPosterior", "refine",
 ]
