@@ -5,8 +5,20 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["lse_linear", "lse_linear_jit"]
+__all__ = ["log_mean_exp", "lse_linear", "lse_linear_jit"]
+
+def log_mean_exp(log_w):
+    """log of the mean of exp(`log_w`) along the last axis, and its Monte Carlo SE by the delta
+    method: the relative variance of a mean of P weights is (P Σ w̃² − 1) / P for the normalised
+    weights w̃. Returns two NumPy arrays."""
+    log_w = np.asarray(log_w, np.float64)
+    m = log_w.shape[-1]
+    log_sum = np.asarray(jax.nn.logsumexp(jnp.asarray(log_w), axis=-1))
+    norm = np.exp(log_w - log_sum[..., None])
+    return log_sum - np.log(m), np.sqrt(np.maximum(np.sum(norm**2, axis=-1) - 1.0 / m, 0.0))
+
 
 # The Gaussian fast path's log-likelihood is Σ_i logsumexp_j (s_ij · a_i + b_i - log p_train(φ_ij))
 # with sufficient statistics s (N, M, C). Its value and gradient are bound by memory traffic:

@@ -113,8 +113,9 @@ class Objective(eqx.Module):
     @eqx.filter_jit
     def scores(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, "individuals d"]:
         """`(N, d)` gradients in `z` of each individual's surrogate log-likelihood term (the
-        "meat" of the sandwich covariance)."""
-        return jax.jacrev(lambda zz: self.pointwise(self.constrain(zz, draws, data), draws, data))(z)
+        "meat" of the sandwich covariance). Forward mode: d passes, where reverse mode would
+        take one per individual."""
+        return jax.jacfwd(lambda zz: self.pointwise(self.constrain(zz, draws, data), draws, data))(z)
 
     @eqx.filter_jit
     def hessian(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, "d d"]:

@@ -19,17 +19,15 @@ import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from numpyro.infer.util import unconstrain_fn
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..simulation import simulate_data, simulate_population
 from ._labels import flatten_params
-from ._objective import Objective
 from ._optimize import preconditioner
+from .map import fit_map, objective_at_fit
 
 __all__ = ["BootstrapResult", "bootstrap"]
 
@@ -117,13 +115,8 @@ def bootstrap(
 
 
 def _nonparametric(fit, data, key, num_replicates, max_iter, tol):
-    from .map import _probe
-
     population, draws, n = fit.population, fit.draws, data.num_individuals
-    probe = _probe(population, draws, data, fit.site)
-    objective, postprocess = Objective.build(population, *probe, jax.random.key(0), site=fit.site)
-    values = {k: jnp.asarray(fit.site_values[k]) for k in objective.template}
-    z0 = objective.ravel(unconstrain_fn(objective.surrogate, (probe[1],), {"draws": probe[0]}, values))
+    objective, postprocess, z0 = objective_at_fit(fit, data)
     precond = preconditioner(objective.hessian(z0, draws, data))
     estimates, converged = [], []
     for r in range(num_replicates):
@@ -143,8 +136,6 @@ def _relabelled(data: Dataset, like: Dataset) -> Dataset:
 
 
 def _parametric(fit, data, key, num_replicates, posterior, num_draws, max_iter, tol):
-    from .map import fit_map
-
     posterior = fit.posterior if posterior is None else posterior
     if posterior is None:
         raise ValueError("pass posterior=, the estimator to refit the replicates with (this fit does not record it).")

@@ -20,17 +20,15 @@ from __future__ import annotations
 import math
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
 
+from .._lse import log_mean_exp
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..likelihood import draws_from_values, log_weights
-from ._proposal import log_target
 from .fixed import expand_fixed, fixed_point
-from .refine import RefinedPosterior
+from .refine import RefinedPosterior, _block_log_target
 
 __all__ = ["ObjectiveFunction", "objective_function", "training_evidence"]
 
@@ -80,20 +78,6 @@ class ObjectiveFunction(eqx.Module):
         }  # fmt: skip
 
 
-@eqx.filter_jit
-def _estimator_weights(model, designs, obs, values, log_q) -> Float[Array, "individuals draws"]:
-    target = jax.vmap(jax.vmap(lambda p, d, y: log_target(model, p, d, y), in_axes=(0, None, None)))(values, designs, obs)
-    return target - log_q
-
-
-def _log_mean(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log of the mean of exp(`log_w`) along the last axis, and its delta-method SE."""
-    m = log_w.shape[-1]
-    log_sum = np.asarray(jax.nn.logsumexp(jnp.asarray(log_w), axis=-1))
-    norm = np.exp(log_w - log_sum[..., None])
-    return log_sum - math.log(m), np.sqrt(np.maximum(np.sum(norm**2, axis=-1) - 1.0 / m, 0.0))
-
-
 def training_evidence(posterior, data: Dataset, key=None, *, num_draws: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """log p_train(y_i) for each individual, the training prior's marginal likelihood of its data,
     by importance sampling, with its Monte Carlo SE: `(values, se)`, each `(N,)`.
@@ -121,20 +105,19 @@ def training_evidence(posterior, data: Dataset, key=None, *, num_draws: int = 10
     values = np.asarray(posterior.sample(data, key, num_draws=num_draws), np.float64)
     log_q = np.asarray(posterior.log_prob(data, values), np.float64)
     designs = model.designs_from_data(data)
-    log_w = np.asarray(_estimator_weights(model, designs, jnp.asarray(data.values, jnp.float64), jnp.asarray(values), jnp.asarray(log_q)))
-    log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
-    return _log_mean(log_w)
+    log_w = np.asarray(_block_log_target(model, designs, jnp.asarray(data.values, jnp.float64), jnp.asarray(values))) - log_q
+    return log_mean_exp(np.where(np.isfinite(log_w), log_w, -np.inf))
 
 
 def _refined_terms(fit, data: Dataset, *, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """log p(y_i | θ̂) `(N,)` and its SE by importance sampling with the refinement's own
-    proposals: (1/P) Σ_p p(y_i | φ_p) p(φ_p | θ̂) / g_i(φ_p) = p_train(y_i) Σ_p w̃_p p(φ_p | θ̂) / p_train(φ_p),
-    every weighted proposal rather than the fit's M resampled draws (the likelihood treatment of
-    parameters without random effect expanded at the estimate). Blocks of individuals bound the memory."""
+    """log p(y_i | θ̂) − log p_train(y_i) `(N,)` and its Monte Carlo SE, by importance sampling with
+    the refinement's own proposals: Σ_p w̃_p p(φ_p | θ̂) / p_train(φ_p), every weighted proposal
+    rather than the fit's M resampled draws (the likelihood treatment of parameters without
+    random effect expanded at the estimate). With the refinement's estimate of log p_train(y_i)
+    this is (1/P) Σ_p p(y_i | φ_p) p(φ_p | θ̂) / g_i(φ_p). Blocks of individuals bound the memory."""
     ref, model = fit.refined, fit.refined.model
     rows = ref._rows(data)
-    likelihood = fit.fixed_treatment == "likelihood"
-    point = fixed_point(fit.population, fit.draws, fit.site_values, data) if likelihood else {}
+    point = fixed_point(fit.population, fit.draws, fit.site_values, data) if fit.fixed_treatment == "likelihood" else {}
     terms, ses = [], []
     for start in range(0, data.num_individuals, block):
         idx = np.arange(start, min(start + block, data.num_individuals))
@@ -143,9 +126,9 @@ def _refined_terms(fit, data: Dataset, *, block: int = 256) -> tuple[np.ndarray,
         if point:
             draws = expand_fixed(draws, model, part, {n: jnp.asarray(v)[idx] for n, v in point.items()})
         lw = np.asarray(log_weights(fit.population, draws, fit.site_values, part), np.float64) + np.asarray(ref.log_weights)[rows[idx]]
-        t, se = _log_mean(np.where(np.isfinite(lw), lw, -np.inf))
-        terms.append(t + math.log(lw.shape[1]) + np.asarray(ref.log_evidence)[rows[idx]])  # w̃ sums to one: no 1/P
-        ses.append(np.hypot(se, np.asarray(ref.log_evidence_se)[rows[idx]]))
+        t, se = log_mean_exp(np.where(np.isfinite(lw), lw, -np.inf))
+        terms.append(t + math.log(lw.shape[1]))  # w̃ sums to one: no 1/P
+        ses.append(se)
     return np.concatenate(terms), np.concatenate(ses)
 
 
@@ -172,23 +155,21 @@ def objective_function(fit, data: Dataset, key=None, *, posterior=None, num_draw
     """
     counts = dict(num_params=len(fit.params), num_observations=int(np.sum(np.asarray(data.mask))))
     if fit.refined is not None and getattr(fit.refined, "log_evidence", None) is not None and posterior is None:
-        terms, se = _refined_terms(fit, data)
+        relative, surrogate_se = _refined_terms(fit, data)
         constant, constant_se = training_evidence(fit.refined, data)
-        c_se = float(np.sqrt(np.sum(constant_se**2)))
-        return ObjectiveFunction(
-            loglik=float(np.sum(terms)), loglik_mc_se=float(np.sqrt(np.sum(se**2))), constant=float(np.sum(constant)),
-            constant_mc_se=c_se, surrogate_mc_se=float(np.sqrt(max(np.sum(se**2) - c_se**2, 0.0))), method=_method(fit, "refinement"), **counts,
-        )  # fmt: skip
-    posterior = fit.posterior if posterior is None else posterior
-    if posterior is None:
-        raise ValueError("pass posterior=, the estimator the fit was made with (this fit does not record it).")
-    constant, constant_se = training_evidence(posterior, data, key, num_draws=num_draws)
-    lw = np.asarray(log_weights(fit.population, fit.draws, fit.site_values, data), np.float64)
-    _, surrogate_se = _log_mean(np.where(np.isfinite(lw), lw, -np.inf))
+        method = "refinement"
+    else:
+        posterior = fit.posterior if posterior is None else posterior
+        if posterior is None:
+            raise ValueError("pass posterior=, the estimator the fit was made with (this fit does not record it).")
+        constant, constant_se = training_evidence(posterior, data, key, num_draws=num_draws)
+        lw = np.asarray(log_weights(fit.population, fit.draws, fit.site_values, data), np.float64)
+        _, surrogate_se = log_mean_exp(np.where(np.isfinite(lw), lw, -np.inf))
+        relative, method = np.asarray(fit.log_likelihood), "estimator"
     c_se, s_se = float(np.sqrt(np.sum(constant_se**2))), float(np.sqrt(np.sum(surrogate_se**2)))
     return ObjectiveFunction(
-        loglik=float(fit.log_likelihood + np.sum(constant)), loglik_mc_se=math.hypot(c_se, s_se), constant=float(np.sum(constant)),
-        constant_mc_se=c_se, surrogate_mc_se=s_se, method=_method(fit, "estimator"), **counts,
+        loglik=float(np.sum(relative) + np.sum(constant)), loglik_mc_se=math.hypot(c_se, s_se), constant=float(np.sum(constant)),
+        constant_mc_se=c_se, surrogate_mc_se=s_se, method=_method(fit, method), **counts,
     )  # fmt: skip
 
 

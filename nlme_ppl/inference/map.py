@@ -28,7 +28,7 @@ from .fixed import expand_fixed, fixed_point, initial_point, wants_likelihood_tr
 from .refine import RefinedPosterior, wants_refinement
 from .refine import refine as refine_posterior
 
-__all__ = ["MAPResult", "fit_likelihood_treatment", "fit_map", "fit_map_draws", "parameter_table"]
+__all__ = ["MAPResult", "fit_likelihood_treatment", "fit_map", "fit_map_draws", "objective_at_fit", "parameter_table"]
 
 #: The stream of a fit's key that the refinement draws from (`fold_in`; the fit's own splits are unchanged).
 _REFINE_STREAM = 0x5EF1
@@ -82,6 +82,17 @@ def _probe(population, draws: SurrogateDraws, data, site):
     if shapes[0] == shapes[1] and not any(kind == "deterministic" for kind, _ in shapes[0].values()):
         return small[0]
     return light, data
+
+
+def objective_at_fit(fit: MAPResult, data: Dataset) -> tuple[Objective, object, jnp.ndarray]:
+    """The objective a fit was made with, rebuilt on its own draws (`fit.draws`): the
+    `Objective`, NumPyro's `postprocess_fn`, and the estimate's unconstrained point `z`
+    (used by the profiles and the bootstrap, which continue from the estimate)."""
+    probe = _probe(fit.population, fit.draws, data, fit.site)
+    objective, postprocess = Objective.build(fit.population, *probe, jax.random.key(0), site=fit.site)
+    values = {k: jnp.asarray(fit.site_values[k]) for k in objective.template}
+    z = objective.ravel(unconstrain_fn(objective.surrogate, (probe[1],), {"draws": probe[0]}, values))
+    return objective, postprocess, z
 
 
 def fit_map_draws(
@@ -252,7 +263,7 @@ def fit_map(
         base = with_extra_draws(posterior, base, data, rows, k_more, max_draws=max_draws)
         base_fresh = None if base_fresh is None else with_extra_draws(posterior, base_fresh, data, rows, k_more_fresh, max_draws=max_draws)
         fit, draws = fit_on(base, base_fresh, fit.site_values)
-    fit = dataclasses.replace(fit, raised=tuple(data.ids[i] for i in rows), max_draws=max_draws, posterior=posterior, draws=draws)
+    fit = dataclasses.replace(fit, raised=tuple(data.ids[i] for i in rows), max_draws=max_draws, posterior=posterior)
     if isinstance(posterior, RefinedPosterior):
         fit = eqx.tree_at(lambda f: f.refined, fit, posterior, is_leaf=lambda x: x is None)
         # the refinement estimated log p_train(y_i) on the way: the absolute scale costs nothing here

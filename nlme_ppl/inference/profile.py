@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jaxtyping import Array, Float, Int
-from numpyro.infer.util import unconstrain_fn
 from scipy.stats import chi2
 
 from ..data import Dataset
 from ._labels import flatten_params
 from ._objective import Objective
+from .map import objective_at_fit
 from ._optimize import lbfgs, preconditioner
 
 __all__ = ["ProfileResult", "profile", "plot_waterfall"]
@@ -170,14 +170,9 @@ def profile(
     if num_points < 3:
         raise ValueError(f"num_points must be at least 3; got {num_points}.")
     t0 = time.perf_counter()
-    from .map import _probe
-
     population, draws = fit.population, fit.draws
-    probe = _probe(population, draws, data, fit.site)
-    objective, postprocess = Objective.build(population, *probe, jax.random.key(0), site=fit.site)
+    objective, postprocess, z_map = objective_at_fit(fit, data)
     lik = objective.likelihood()
-    values = {k: jnp.asarray(fit.site_values[k]) for k in objective.template}
-    z_map = objective.ravel(unconstrain_fn(objective.surrogate, (probe[1],), {"draws": probe[0]}, values))
     # the maximum-likelihood point, from the MAP
     hess = lik.hessian(z_map, draws, data)
     z_hat, value, _, _ = lik.minimise(z_map[None], preconditioner(hess), draws, data, max_iter, tol)

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._lse import log_mean_exp
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..diagnostics import importance_diagnostics
@@ -321,12 +322,9 @@ def refine(
     if np.all(log_w == -np.inf, axis=1).any():
         i = int(np.argmax(np.all(log_w == -np.inf, axis=1)))
         raise ValueError(f"individual {data.ids[i]!r}: no proposal has a finite likelihood; check its data (units, dosing) against the model.")
-    log_sum = np.asarray(jax.nn.logsumexp(jnp.asarray(log_w), axis=1))
-    log_w = np.asarray(log_w - log_sum[:, None])
-    # the mean of the unnormalised weights estimates p_train(y_i); its relative variance is
-    # (P Σ w̃² - 1) / P for the normalised weights w̃
-    log_evidence = log_sum - math.log(log_w.shape[1])
-    log_evidence_se = np.sqrt(np.maximum(np.sum(np.exp(2 * log_w), axis=1) - 1.0 / log_w.shape[1], 0.0))
+    # the mean of the unnormalised weights estimates p_train(y_i)
+    log_evidence, log_evidence_se = log_mean_exp(log_w)
+    log_w = np.asarray(log_w - (log_evidence + math.log(log_w.shape[1]))[:, None])
     diag = importance_diagnostics(log_w, ids=data.ids)
     best = np.argmax(dens, axis=1)
     return RefinedPosterior(
