@@ -46,6 +46,7 @@ class _Context:
         self.num_simulations, self.num_replicates, self.num_ebe_draws, self.max_individuals = settings
         # one key per section that simulates, split deterministically from `key`
         self.keys = dict(zip(("ebe", "residuals", "vpc", "individual-fits"), jax.random.split(key, 4)))
+        self.keys["comparison"] = jax.random.fold_in(key, 5)  # the LOO draws of `compare`
         self._cache: dict = {}
 
     def _need_posterior(self, what: str):
@@ -174,17 +175,9 @@ def _ebe(ctx: _Context) -> str:
 def _comparison(ctx: _Context) -> str:
     if not ctx.fits:
         raise _Missing("no other fits given (pass fits={name: MAPResult}, or --compare DIR): nothing to compare.")
-    from .. import inference
+    from ..inference import compare
 
-    compare = getattr(inference, "compare", None)
-    if compare is not None:
-        return h.table(compare(dict(ctx.fits)), table_id="comparison-table")
-    rows = {name: {"log_likelihood": f.log_likelihood, "num_params": len(f.params),
-                   "ofv": getattr(f, "ofv", np.nan), "aic": getattr(f, "aic", np.nan), "bic": getattr(f, "bic", np.nan)}
-            for name, f in ctx.fits.items()}  # fmt: skip
-    df = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
-    df["delta_log_likelihood"] = df["log_likelihood"] - df["log_likelihood"].max()
-    return h.table(df.sort_values("log_likelihood", ascending=False), table_id="comparison-table")
+    return h.table(compare(dict(ctx.fits), ctx.data, ctx.keys["comparison"]), table_id="comparison-table")
 
 
 _BUILDERS: dict[str, Callable[[_Context], str]] = {
