@@ -13,19 +13,19 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 
-import arviz as az
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from numpyro.infer.util import potential_energy, unconstrain_fn
+from numpyro.infer.util import potential_energy
 from scipy import stats
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..populations import gaussian
 from ._objective import Objective
+from .map import objective_at_fit
 from .map import fit_map, refined_posterior
 
 __all__ = ["CovariateSearchResult", "compare", "covariate_search"]
@@ -90,6 +90,8 @@ def compare(
     table["delta_aic"] = table["aic"] - table["aic"].min()
     table["delta_bic"] = table["bic"] - table["bic"].min()
     if loo:
+        import arviz as az  # arviz 1.x imports matplotlib: not when nlme_ppl is imported
+
         check_keys(key)
         num_loo_draws = positive_int(num_loo_draws, name="num_loo_draws")
         keys = jax.random.split(key, len(fits))
@@ -152,10 +154,8 @@ def _laplace_loo(fit, data: Dataset, key, *, num_draws: int = 500, name: str = "
     importance-corrected to the surrogate posterior by `az.loo_approximate_posterior`.
     Returns an ArviZ `ELPDData`."""
     check_keys(key)
-    k_build, k_draw = jax.random.split(key)
-    objective, _ = Objective.build(fit.population, fit.draws, data, k_build, site=fit.site)
-    values = {k: jnp.asarray(v) for k, v in fit.site_values.items() if k in objective.template}
-    z_hat = objective.ravel(unconstrain_fn(objective.surrogate, (data,), {"draws": fit.draws}, values))
+    _, k_draw = jax.random.split(key)  # the second half, as before objective_at_fit took over the first
+    objective, _, z_hat = objective_at_fit(fit, data)
     hess = np.asarray(objective.hessian(z_hat, fit.draws, data), np.float64)
     hess = 0.5 * (hess + hess.T)
     try:
@@ -167,6 +167,8 @@ def _laplace_loo(fit, data: Dataset, key, *, num_draws: int = 500, name: str = "
         ) from None
     eps = jax.random.normal(k_draw, (num_draws, z_hat.shape[0]))
     log_p, log_q, loglik = _laplace_terms(objective, z_hat, jnp.asarray(chol), eps, fit.draws, data)
+    import arviz as az  # arviz 1.x imports matplotlib: not when nlme_ppl is imported
+
     tree = az.from_dict(
         {"log_likelihood": {fit.site: np.asarray(loglik)[None]}}, dims={fit.site: ["individual"]}, coords={"individual": list(fit.ids)}
     )
