@@ -14,105 +14,10 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Bool, Float, Int
 
-from ._validate import as_float_array, check_covariates, check_finite, check_observations, individual_label, normalise_ids
+from ._doses import CENTRAL as CENTRAL, DEPOT as DEPOT, Doses as Doses
+from ._validate import as_float_array, check_covariates, check_observations, individual_label, normalise_ids
 
 __all__ = ["Dataset", "Doses"]
-
-#: Dose compartments: 1 = depot (oral, absorbed first-order), 2 = central (IV).
-DEPOT, CENTRAL = 1, 2
-
-
-class Doses(eqx.Module):
-    """Dosing events of `N` individuals, padded to a common number `D`.
-
-    **Fields** (each `(N, D)`; padded entries have `mask == False` and amount 0):
-
-    - `times`: dose times (same clock as the observations).
-    - `amounts`: dose amounts (> 0).
-    - `rates`: zero-order infusion rates (amount per time unit); 0 for a bolus.
-    - `cmt`: dose compartment, 1 = depot (oral) or 2 = central (IV bolus or infusion).
-    - `mask`: `True` where a dose exists.
-    """
-
-    times: Float[Array, "individuals doses"]
-    amounts: Float[Array, "individuals doses"]
-    rates: Float[Array, "individuals doses"]
-    cmt: Array
-    mask: Bool[Array, "individuals doses"]
-
-    @classmethod
-    def from_individuals(cls, times, amounts, *, rates=None, cmt=None, ids=None) -> "Doses":
-        """One sequence of dose times and amounts per individual (any lengths, zero included);
-        `rates` and `cmt` likewise (default: a bolus into the depot)."""
-        n = len(times)
-        if len(amounts) != n:
-            raise ValueError(f"got dose times for {n} individuals but amounts for {len(amounts)}.")
-        rates = [np.zeros(len(t)) for t in times] if rates is None else rates
-        cmt = [np.full(len(t), DEPOT) for t in times] if cmt is None else cmt
-        width = max((len(t) for t in times), default=0)
-        T, A, R = (np.zeros((n, width)) for _ in range(3))
-        C, M = np.full((n, width), DEPOT, np.int32), np.zeros((n, width), bool)
-        for i in range(n):
-            parts = [np.asarray(x, float).ravel() for x in (times[i], amounts[i], rates[i], cmt[i])]
-            if len({len(x) for x in parts}) != 1:
-                raise ValueError(f"{individual_label(ids, i)}: dose times, amounts, rates and cmt differ in length.")
-            k = len(parts[0])
-            T[i, :k], A[i, :k], R[i, :k], C[i, :k], M[i, :k] = *parts[:3], parts[3].astype(np.int32), True
-        return cls.from_arrays(T, A, rates=R, cmt=C, mask=M, ids=ids)
-
-    @classmethod
-    def from_arrays(cls, times, amounts, *, rates=None, cmt=None, mask=None, ids=None) -> "Doses":
-        """Padded `(N, D)` arrays; checked: finite, amounts > 0, rates >= 0, cmt in {1, 2}."""
-        times, amounts = as_float_array(times, name="dose times"), as_float_array(amounts, name="dose amounts")
-        if times.ndim != 2 or amounts.shape != times.shape:
-            raise ValueError(f"dose times and amounts must both have shape (individuals, doses); got {times.shape}, {amounts.shape}.")
-        mask = np.ones(times.shape, bool) if mask is None else np.asarray(mask, bool)
-        rates = np.zeros(times.shape) if rates is None else as_float_array(rates, name="dose rates")
-        cmt = np.full(times.shape, DEPOT, np.int32) if cmt is None else np.asarray(cmt)
-        for name, a in (("dose times", times), ("dose amounts", amounts), ("dose rates", rates)):
-            check_finite(a, mask, name=name, ids=ids)
-        for name, bad, what in (
-            ("amount", mask & ~(amounts > 0), "must be positive"),
-            ("rate", mask & (rates < 0), "must be >= 0 (0 = bolus)"),
-            ("cmt", mask & ~np.isin(cmt, (DEPOT, CENTRAL)), "must be 1 (depot, oral) or 2 (central, IV)"),
-        ):
-            if bad.any():
-                i, j = map(int, np.argwhere(bad)[0])
-                value = {"amount": amounts, "rate": rates, "cmt": cmt}[name][i, j]
-                raise ValueError(f"dose {j} of {individual_label(ids, i)} has {name} {value}; it {what}.")
-        return cls._padded(times, amounts, rates, cmt, mask)
-
-    @classmethod
-    def _padded(cls, times, amounts, rates, cmt, mask) -> "Doses":
-        """Doses from checked arrays, with the padded entries set to their neutral values."""
-        mask = np.asarray(mask, bool)
-        return cls(
-            times=jnp.asarray(np.where(mask, times, 0.0)),
-            amounts=jnp.asarray(np.where(mask, amounts, 0.0)),
-            rates=jnp.asarray(np.where(mask, rates, 0.0)),
-            cmt=jnp.asarray(np.where(mask, cmt, DEPOT).astype(np.int32)),
-            mask=jnp.asarray(mask),
-        )
-
-    @property
-    def num_individuals(self) -> int:
-        return self.times.shape[0]
-
-    def subset(self, idx) -> "Doses":
-        return Doses(self.times[idx], self.amounts[idx], self.rates[idx], self.cmt[idx], self.mask[idx])
-
-    @classmethod
-    def from_design(cls, designs) -> "Doses | None":
-        """The doses in batched simulator designs (keys `dose_times`, ...), or `None` if they have none."""
-        if "dose_times" not in designs:
-            return None
-        return cls._padded(*(np.asarray(designs[f"dose_{k}"]) for k in ("times", "amounts", "rates", "cmt", "mask")))
-
-    def design(self) -> dict:
-        """The per-individual design entries a dosing simulator reads."""
-        return {"dose_times": self.times, "dose_amounts": self.amounts, "dose_rates": self.rates,
-                "dose_cmt": self.cmt, "dose_mask": self.mask}
-
 
 class Dataset(eqx.Module):
     """Observations of `N` individuals, padded to a common length `T`.

@@ -8,8 +8,13 @@ time order, each row `(time, channels)` with the channels
     1  1 on dose rows, 0 on observation rows
     2  log10(amount) - 2 (amount in the data's unit, mg for the built-in models; 0 on observations)
     3  infusion duration / 24 h (0 for a bolus)
-    4  1 for a dose into the central compartment (IV), 0 for the depot (oral)
+    4  1 for a dose into the central compartment (IV), 0 for the depot (oral), by the
+       model's `dose_compartments` (the data's CMT numbers mean what the model says)
 
+Models that simulate steady-state doses (design entry `dose_ii`) add a channel after these: the
+steady-state interval / 24 h (0 for an ordinary dose). Models that simulate resets (`dose_end`)
+add two: 1 on a dose that a later reset ends, and the time from the dose to that reset / 24 h
+(0 where none).
 Models with several analytes (`analytes`, e.g. parent and metabolite) add one indicator
 channel per analyte, 1 on that analyte's observation rows. Models whose simulator reads
 covariates (`covariates`, e.g. body weight) add one channel per covariate, its standardised
@@ -26,7 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import CENTRAL, Dataset
+from ..data import Dataset
+from ..models._dose_records import central_doses
 
 __all__ = ["DOSE_CHANNELS", "encode", "num_channels"]
 
@@ -38,8 +44,13 @@ def num_channels(model) -> int:
     """Channels per row the summary network of `model` reads: 1 (the measurement only) for a
     model without doses, covariates, analytes or censoring; else the channels listed in
     [`encode`][nlme_ppl.estimators.encode]."""
-    return (1 + (DOSE_CHANNELS if model.uses_doses else 0) + len(model.analytes) + len(model.covariates)
-            + (1 if model.uses_censoring else 0))
+    return (1 + (DOSE_CHANNELS + _record_channels(model) if model.uses_doses else 0) + len(model.analytes)
+            + len(model.covariates) + (1 if model.uses_censoring else 0))
+
+
+def _record_channels(model) -> int:
+    """Dose-row channels for steady state (1, where the design has `dose_ii`) and resets (2, `dose_end`)."""
+    return ("dose_ii" in model.design) + 2 * ("dose_end" in model.design)
 
 
 def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,7 +85,7 @@ def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     num_doses = 0 if d is None else d.mask.shape[1]
     ch = np.zeros((n, t_obs + num_doses, num_channels(model)), np.float32)
     ch[:, :t_obs, 0] = np.where(mask, values, 0.0)
-    c = 1 + (DOSE_CHANNELS if d is not None else 0)
+    c = 1 + (DOSE_CHANNELS + _record_channels(model) if d is not None else 0)
     for a in model.analytes:
         ch[:, :t_obs, c] = mask & (np.asarray(data.obs_cmt) == a)
         c += 1
@@ -92,7 +103,16 @@ def encode(model, data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ch[:, t_obs:, 1] = dm
     ch[:, t_obs:, 2] = np.where(dm, np.log10(np.where(dm, amounts, 1.0)) - 2.0, 0.0)
     ch[:, t_obs:, 3] = np.where(dm & (rates > 0), amounts / np.where(rates > 0, rates, 1.0) / 24.0, 0.0)
-    ch[:, t_obs:, 4] = dm & (np.asarray(d.cmt) == CENTRAL)
+    ch[:, t_obs:, 4] = dm & central_doses(model, d.cmt)
+    c = 1 + DOSE_CHANNELS
+    if "dose_ii" in model.design:
+        ch[:, t_obs:, c] = np.where(d.steady_state, np.asarray(d.ii if d.ii is not None else 0.0, np.float64), 0.0) / 24.0
+        c += 1
+    if "dose_end" in model.design:
+        ended = d.reset
+        ch[:, t_obs:, c] = ended
+        span = np.asarray(d.end, np.float64) - np.asarray(d.times, np.float64) if d.end is not None else 0.0
+        ch[:, t_obs:, c + 1] = np.where(ended, span, 0.0) / 24.0
     all_t = np.concatenate([times, np.asarray(d.times, np.float32)], axis=1)
     is_dose = np.concatenate([np.zeros_like(mask), np.ones_like(dm)], axis=1)
     order = np.lexsort((is_dose, np.where(rows, all_t, np.inf), ~rows), axis=1)

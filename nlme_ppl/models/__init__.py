@@ -16,11 +16,18 @@ from .pk import (
     pk_oral_2cmt as pk_oral_2cmt,
     two_compartment_concentration as two_compartment_concentration,
 )
+from .pk_iv import (
+    iv_one_compartment_concentration as iv_one_compartment_concentration,
+    iv_two_compartment_concentration as iv_two_compartment_concentration,
+    pk_iv_1cmt as pk_iv_1cmt,
+    pk_iv_2cmt as pk_iv_2cmt,
+)
 from .sunitinib import sunitinib as sunitinib, sunitinib_concentrations as sunitinib_concentrations
 
 #: Built-in models by name, as used by `nlme-ppl --model NAME` and estimator files.
 BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_detailed, "frohlich_sde": frohlich_sde, "pk_oral_1cmt": pk_oral_1cmt,
            "pk_oral_1cmt_censored": functools.partial(pk_oral_1cmt, censoring=True), "pk_oral_2cmt": pk_oral_2cmt,
+           "pk_iv_1cmt": pk_iv_1cmt, "pk_iv_1cmt_censored": functools.partial(pk_iv_1cmt, censoring=True), "pk_iv_2cmt": pk_iv_2cmt,
            "sunitinib": sunitinib}
 
 
@@ -33,6 +40,7 @@ def get(name: str) -> IndividualModel:
 
 __all__ = [
     "BUILTIN", "IndividualModel", "LeftCensored", "frohlich_detailed", "frohlich_detailed_solution", "frohlich_sde",
-    "frohlich_sde_path", "frohlich_simple", "get", "one_compartment_concentration", "pk_oral_1cmt", "pk_oral_2cmt",
+    "frohlich_sde_path", "frohlich_simple", "get", "iv_one_compartment_concentration", "iv_two_compartment_concentration",
+    "one_compartment_concentration", "pk_iv_1cmt", "pk_iv_2cmt", "pk_oral_1cmt", "pk_oral_2cmt",
     "sunitinib", "sunitinib_concentrations", "two_compartment_concentration",
 ]

@@ -17,6 +17,7 @@ from jaxtyping import Array, Float, PyTree
 from numpyro.distributions import constraints
 
 from ._censoring import LeftCensored
+from ._dose_records import DEFAULT_DOSE_COMPARTMENTS, check_dose_records, normalise_compartments
 
 __all__ = ["IndividualModel"]
 
@@ -60,6 +61,13 @@ class IndividualModel(eqx.Module):
     - `covariates`: individual covariates the *simulator* reads (e.g. body weight in allometric
       scaling), `{name: (centre, scale)}`. Each is a scalar design entry `name`, taken from
       `Dataset.covariates[name]`; estimators read it as `(x - centre) / scale` on every row.
+    - `dose_compartments`: for a dosing model, what the data's NONMEM CMT numbers on dose rows
+      mean, `{CMT: "depot" | "central"}` (default `{1: "depot", 2: "central"}`, as NONMEM's
+      ADVAN2/4; the IV models use `{1: "central"}`, as ADVAN1/3). The design's `dose_cmt` holds
+      the CMT numbers as in the data; doses into another CMT are refused by `check_data`.
+      Design entries `"dose_ii"` (steady-state interval, 0 for none) and `"dose_end"` (the time
+      of a reset that ends the dose, +inf for none) mark a program that simulates steady-state
+      doses and resets; data with those records are refused by a model without them.
 
     Censoring: a design entry `"lloq"` (shape `(T,)`, `-inf` for none) marks a program that
     censors its observations below that limit ([`LeftCensored`][nlme_ppl.models.LeftCensored]);
@@ -83,6 +91,7 @@ class IndividualModel(eqx.Module):
     simulation_chunk: int = eqx.field(static=True)
     analytes: tuple[int, ...] = eqx.field(static=True)
     covariates: tuple[tuple[str, float, float], ...] = eqx.field(static=True)
+    dose_compartments: tuple[tuple[int, str], ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -99,6 +108,7 @@ class IndividualModel(eqx.Module):
         simulation_chunk: int = 10_000,
         analytes: tuple[int, ...] = (),
         covariates: dict[str, tuple[float, float]] | None = None,
+        dose_compartments: dict[int, str] | None = None,
     ):
         if not callable(fn):
             raise TypeError(f"`fn` must be a NumPyro program (a callable); got {type(fn).__name__}.")
@@ -115,6 +125,7 @@ class IndividualModel(eqx.Module):
         self.design_prior, self.description = design_prior, description
         self.analytes = tuple(int(a) for a in analytes)
         self.covariates = tuple((str(k), float(c), float(sc)) for k, (c, sc) in (covariates or {}).items())
+        self.dose_compartments = normalise_compartments(dose_compartments, name)
         _check_design_entries(self)
         self.param_names, self.prior = _inspect(fn, design, obs_site, name)
         self.exchangeable = tuple(tuple(g) for g in exchangeable)
@@ -181,7 +192,7 @@ class IndividualModel(eqx.Module):
         n, t = data.times.shape
         per_individual = {"times": data.times, "mask": data.mask}
         if self.uses_doses:
-            per_individual.update(data.doses.design())
+            per_individual.update({k: v for k, v in data.doses.design().items() if k in self.design})
         for name, *_ in self.covariates:
             per_individual[name] = jnp.asarray(data.covariates[name], float)
         if self.analytes:
@@ -208,6 +219,8 @@ class IndividualModel(eqx.Module):
                 f"the data has dosing events but model {self.name!r} does not read doses (its design has no "
                 "'dose_times'); they would be ignored. Use a dosing model (e.g. pk_oral_1cmt) or drop the doses."
             )
+        if doses is not None and self.uses_doses:
+            check_dose_records(self, data)
         if doses is not None and self.data_check is not None:
             self.data_check(data)
         self._check_analytes_and_covariates(data)
@@ -359,6 +372,8 @@ class IndividualModel(eqx.Module):
             payload["analytes"] = list(self.analytes)
         if self.covariates:
             payload["covariates"] = [list(c) for c in self.covariates]
+        if self.dose_compartments != DEFAULT_DOSE_COMPARTMENTS:
+            payload["dose_compartments"] = [list(c) for c in self.dose_compartments]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:

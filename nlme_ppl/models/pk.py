@@ -19,6 +19,8 @@ from jaxtyping import Array, Float
 from ..data import CENTRAL, DEPOT
 from ._censoring import LeftCensored
 from ._individual import IndividualModel
+from ._pk_designs import add_dose_records, add_lloq
+from ._pk_closed_forms import dose_grid, live, modal_bolus, modal_infusion, oral_1cmt_ss_extra, two_compartment_rates
 from .frohlich import bateman
 
 __all__ = [
@@ -51,11 +53,15 @@ PK_DESIGN = {
     # and the limit (log-uniform, mg/L, one per individual); the others have none (LLOQ = -inf)
     "lloq_probability": 0.7,
     "lloq_mg_l": (0.05, 2.0),
+    # with steady_state=True only: the chance that the first dose is at steady state (SS=1, II = the
+    # interval), and the chance of a reset-and-dose (EVID=4) at a later dose
+    "ss_probability": 0.3,
+    "reset_probability": 0.1,
 }
 
 
 def one_compartment_concentration(
-    times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V
+    times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V, *, dose_ii=None, dose_end=None
 ) -> Float[Array, " T"]:
     """Concentration of a one-compartment model with first-order absorption and elimination.
 
@@ -66,34 +72,30 @@ def one_compartment_concentration(
     - zero-order infusion into the central compartment (cmt 2, rate R > 0, duration A / R):
       R / CL · (1 - e^{-ke min(τ, A/R)}) · e^{-ke max(τ - A/R, 0)}.
 
+    With `dose_ii` (`(D,)`, > 0 for a steady-state dose, 0 otherwise) a steady-state dose adds
+    the geometric series of its earlier doses (see `nlme_ppl.models._pk_closed_forms`); with
+    `dose_end` (`(D,)`, +inf for none) a dose stops acting after a reset at that time.
+
     A zero-order input into the depot (cmt 1, rate > 0) is not modelled and gives NaN
     (`pk_oral_1cmt` refuses such data with a message before simulating).
     """
     ke = CL / V
-    tau, pos, amount, rate, duration = _dose_grid(times, dose_times, dose_amounts, dose_rates)
+    tau, pos, amount, rate, duration = dose_grid(times, dose_times, dose_amounts, dose_rates)
     oral = amount * ka / V * bateman(tau, ka, ke)
-    iv = amount / V * jnp.exp(-ke * tau)
-    infusion = rate / CL * -jnp.expm1(-ke * jnp.minimum(tau, duration)) * jnp.exp(-ke * jnp.maximum(tau - duration, 0.0))
-    return _superpose(oral, iv, infusion, rate, dose_cmt, pos, dose_mask)
+    iv = amount * modal_bolus(tau, [(1 / V, ke)], dose_ii)
+    infusion = modal_infusion(tau, rate, duration, [(1 / V, ke)], dose_ii)
+    if dose_ii is not None:
+        oral = oral + amount * ka / V * oral_1cmt_ss_extra(tau, ka, ke, dose_ii)
+    return _superpose(oral, iv, infusion, rate, dose_cmt, live(times, pos, dose_mask, dose_end))
 
 
-def _dose_grid(times, dose_times, dose_amounts, dose_rates):
-    """Time since each dose `(T, D)` (0 before it), whether it has started, and the dose's
-    amount, rate and infusion duration broadcast to `(1, D)`."""
-    tau = times[:, None] - dose_times[None, :]
-    pos = tau > 0
-    amount, rate = dose_amounts[None, :], dose_rates[None, :]
-    duration = amount / jnp.where(rate > 0, rate, 1.0)
-    return jnp.where(pos, tau, 0.0), pos, amount, rate, duration
-
-
-def _superpose(oral, iv, infusion, rate, dose_cmt, pos, dose_mask):
-    """Sum over doses of the response of each one's route: depot bolus (`oral`), central bolus
-    (`iv`) or central infusion; a depot infusion (not modelled) is NaN."""
+def _superpose(oral, iv, infusion, rate, dose_cmt, acting):
+    """Sum over the `acting` doses of the response of each one's route: depot bolus (`oral`),
+    central bolus (`iv`) or central infusion; a depot infusion (not modelled) is NaN."""
     central = jnp.where(rate > 0, infusion, iv)
     depot = jnp.where(rate > 0, jnp.nan, oral)
     term = jnp.where(dose_cmt[None, :] == CENTRAL, central, depot)
-    return jnp.sum(jnp.where(pos & dose_mask[None, :], term, 0.0), axis=1)
+    return jnp.sum(jnp.where(acting, term, 0.0), axis=1)
 
 
 def _make_program(error: str, prior: dict, concentration, censoring: bool):
@@ -107,7 +109,7 @@ def _make_program(error: str, prior: dict, concentration, censoring: bool):
         sig = {n: numpyro.sample(n, dist.Normal(*PK_ERROR_PRIOR[n])) for n in sigma_names}
         conc = concentration(
             design["times"], design["dose_times"], design["dose_amounts"], design["dose_rates"], design["dose_cmt"],
-            design["dose_mask"], *(jnp.exp(x) for x in p),
+            design["dose_mask"], *(jnp.exp(x) for x in p), dose_ii=design.get("dose_ii"), dose_end=design.get("dose_end"),
         )
         var = jnp.zeros_like(conc)
         if "sigma_add" in sig:
@@ -123,7 +125,8 @@ def _make_program(error: str, prior: dict, concentration, censoring: bool):
 
 
 def two_compartment_concentration(
-    times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V1, Q, V2
+    times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V1, Q, V2, *, dose_ii=None,
+    dose_end=None,
 ) -> Float[Array, " T"]:
     """Central concentration of a two-compartment model with first-order absorption.
 
@@ -135,31 +138,26 @@ def two_compartment_concentration(
     - zero-order infusion into the central compartment (cmt 2, rate R, duration A/R): the IV
       response integrated over the infusion.
 
+    `dose_ii` (steady state) and `dose_end` (resets) as in
+    [`one_compartment_concentration`][nlme_ppl.models.pk.one_compartment_concentration].
+
     The partial-fraction form divides by ka - α and ka - β, so ka is nudged by a relative 1e-6
     where it comes closer than that to a disposition rate (the error this makes is of that order).
     """
-    k10, k12, k21 = CL / V1, Q / V1, Q / V2
-    total = k10 + k12 + k21
-    disc = jnp.sqrt(jnp.maximum(total**2 - 4 * k10 * k21, 0.0))
-    alpha, beta = (total + disc) / 2, (total - disc) / 2
+    alpha, beta, k21, disposition = two_compartment_rates(CL, V1, Q, V2)
     for lam in (alpha, beta):
         close = jnp.abs(ka - lam) < 1e-6 * lam
         ka = jnp.where(close, lam * (1 + 2e-6), ka)
-    tau, pos, amount, rate, duration = _dose_grid(times, dose_times, dose_amounts, dose_rates)
-    e_a, e_b, e_k = jnp.exp(-alpha * tau), jnp.exp(-beta * tau), jnp.exp(-ka * tau)
-    oral = amount * ka / V1 * (
-        (k21 - alpha) / ((ka - alpha) * (beta - alpha)) * e_a
-        + (k21 - beta) / ((ka - beta) * (alpha - beta)) * e_b
-        + (k21 - ka) / ((alpha - ka) * (beta - ka)) * e_k
-    )
-    ca, cb = (alpha - k21) / (alpha - beta), (k21 - beta) / (alpha - beta)
-    iv = amount / V1 * (ca * e_a + cb * e_b)
-    on = jnp.minimum(tau, duration)
-    after = jnp.maximum(tau - duration, 0.0)
-    infusion = rate / V1 * (
-        ca / alpha * -jnp.expm1(-alpha * on) * jnp.exp(-alpha * after) + cb / beta * -jnp.expm1(-beta * on) * jnp.exp(-beta * after)
-    )
-    return _superpose(oral, iv, infusion, rate, dose_cmt, pos, dose_mask)
+    tau, pos, amount, rate, duration = dose_grid(times, dose_times, dose_amounts, dose_rates)
+    oral_modes = [
+        (ka / V1 * (k21 - alpha) / ((ka - alpha) * (beta - alpha)), alpha),
+        (ka / V1 * (k21 - beta) / ((ka - beta) * (alpha - beta)), beta),
+        (ka / V1 * (k21 - ka) / ((alpha - ka) * (beta - ka)), ka),
+    ]
+    oral = amount * modal_bolus(tau, oral_modes, dose_ii)
+    iv = amount * modal_bolus(tau, disposition, dose_ii)
+    infusion = modal_infusion(tau, rate, duration, disposition, dose_ii)
+    return _superpose(oral, iv, infusion, rate, dose_cmt, live(times, pos, dose_mask, dose_end))
 
 
 #: Training prior of the structural parameters of `pk_oral_2cmt` (log scale): name -> (mean, SD).
@@ -179,9 +177,12 @@ def _program(kind: str, error: str, censoring: bool):
     return prog
 
 
-def pk_design_prior(key, num: int, *, design=PK_DESIGN, censoring: bool = False) -> dict:
+def pk_design_prior(key, num: int, *, design=PK_DESIGN, censoring: bool = False, steady_state: bool = False) -> dict:
     """`num` random dosing-and-sampling designs (oral doses), as documented in `PK_DESIGN`;
-    with `censoring`, each individual also gets a limit of quantification `lloq` (or none, -inf)."""
+    with `censoring`, each individual also gets a limit of quantification `lloq` (or none, -inf);
+    with `steady_state`, the dose records `dose_ii` and `dose_end` (a share of individuals at
+    steady state from their first dose, and a share with a reset; `ss_probability`,
+    `reset_probability`)."""
     ks = jax.random.split(key, 8)
     nd, no = design["max_doses"], design["max_observations"]
     n_doses = jax.random.randint(ks[0], (num,), 1, nd + 1)
@@ -210,11 +211,10 @@ def pk_design_prior(key, num: int, *, design=PK_DESIGN, censoring: bool = False)
         "dose_rates": jnp.zeros((num, nd)), "dose_cmt": jnp.full((num, nd), DEPOT, jnp.int32), "dose_mask": dose_mask,
     }
     if censoring:
-        lo, hi = np.log(design["lloq_mg_l"][0]), np.log(design["lloq_mg_l"][1])
-        k_lloq, k_has = jax.random.split(jax.random.fold_in(key, 1))
-        lloq = jnp.exp(jax.random.uniform(k_lloq, (num, 1), minval=lo, maxval=hi))
-        has = jax.random.uniform(k_has, (num, 1)) < design["lloq_probability"]
-        out["lloq"] = jnp.broadcast_to(jnp.where(has, lloq, -jnp.inf), (num, no))
+        add_lloq(jax.random.fold_in(key, 1), out, probability=design["lloq_probability"], limits=design["lloq_mg_l"])
+    if steady_state:
+        add_dose_records(jax.random.fold_in(key, 2), out, interval, n_doses, ss_probability=design["ss_probability"],
+                         reset_probability=design["reset_probability"])
     return out
 
 
@@ -241,7 +241,7 @@ def _dose_check(model_name: str):
     return functools.partial(_check_doses, model_name=model_name)
 
 
-def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False) -> IndividualModel:
+def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False, steady_state: bool = False) -> IndividualModel:
     """One-compartment model with first-order absorption: parameters `ka` (1/h), `CL` (L/h),
     `V` (L), on the log scale, and the residual error.
 
@@ -265,34 +265,50 @@ def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False) -> Individ
       (log-uniform) and the rest none. The model is named `pk_oral_1cmt_censored`, and its
       estimator reads the censoring flags (`Dataset.censored`, from CENS/BLQ columns with
       `read_nonmem(..., blq="keep")`).
+    - `steady_state`: the model also simulates steady-state doses (NONMEM SS=1/2 with II) and
+      resets (EVID=3/4): its design gains `dose_ii` and `dose_end`, and its design prior puts 30%
+      of individuals at steady state from their first dose and gives 10% a reset-and-dose at a
+      later dose. Named with `_ss` (e.g. `pk_oral_1cmt_ss`); no estimator ships for it. Without
+      it, data with such records are refused (they would be simulated as plain doses).
+
+    Dose compartments (NONMEM ADVAN2): CMT 1 = depot, CMT 2 = central.
     """
-    return _pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)", censoring)
+    return _pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)", censoring, steady_state)
 
 
 def _error_name(base: str, error: str) -> str:
     return base if error == "additive" else f"{base}_{error}"
 
 
-def pk_oral_2cmt(*, error: str = "additive", censoring: bool = False) -> IndividualModel:
+def pk_oral_2cmt(*, error: str = "additive", censoring: bool = False, steady_state: bool = False) -> IndividualModel:
     """Two-compartment model with first-order absorption: `ka` (1/h), `CL` (L/h), `V1`
     (central, L), `Q` (intercompartmental clearance, L/h), `V2` (peripheral, L), on the log
     scale, then the residual error as in [`pk_oral_1cmt`][nlme_ppl.models.pk_oral_1cmt].
 
     The same doses, design prior and encoding as `pk_oral_1cmt`; the concentration is the
     closed form [`two_compartment_concentration`][nlme_ppl.models.pk.two_compartment_concentration].
-    `censoring` as in `pk_oral_1cmt`.
+    `censoring` and `steady_state` as in `pk_oral_1cmt`. Dose compartments (NONMEM ADVAN4):
+    CMT 1 = depot, CMT 2 = central.
     No estimator ships for it: train one with `nlme-ppl train --model pk_oral_2cmt --out FILE`.
     """
-    return _pk_model("2cmt", error, "Two-compartment oral PK (ka, CL, V1, Q, V2)", censoring)
+    return _pk_model("2cmt", error, "Two-compartment oral PK (ka, CL, V1, Q, V2)", censoring, steady_state)
 
 
-def _pk_model(kind: str, error: str, what: str, censoring: bool) -> IndividualModel:
+@functools.lru_cache(maxsize=None)
+def _design_prior(censoring: bool, steady_state: bool):
+    """One design-prior object per variant (models are compared by their static fields)."""
+    if not steady_state:
+        return pk_censored_design_prior if censoring else pk_design_prior
+    return functools.partial(pk_design_prior, censoring=censoring, steady_state=True)
+
+
+def _pk_model(kind: str, error: str, what: str, censoring: bool, steady_state: bool = False) -> IndividualModel:
     """A built-in PK model: the `kind` program, the design prior, and the dose check."""
     if error not in _ERRORS:
         raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
-    censoring = bool(censoring)
-    name = _error_name(f"pk_oral_{kind}", error) + ("_censored" if censoring else "")
-    prior = pk_censored_design_prior if censoring else pk_design_prior
+    censoring, steady_state = bool(censoring), bool(steady_state)
+    name = _error_name(f"pk_oral_{kind}", error) + ("_ss" if steady_state else "") + ("_censored" if censoring else "")
+    prior = _design_prior(censoring, steady_state)
     example = prior(jax.random.key(0), 1)
     return IndividualModel(
         _program(kind, error, censoring),
@@ -300,6 +316,6 @@ def _pk_model(kind: str, error: str, what: str, censoring: bool) -> IndividualMo
         name=name,
         design_prior=prior,
         description=f"{what}, {error} error{', censored below the LLOQ (M3)' if censoring else ''}, "
-        "closed form with superposition over doses.",
+        "closed form with superposition over doses" + (", steady state and resets." if steady_state else "."),
         data_check=_dose_check(name),
     )
