@@ -71,6 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fit", required=True, help="the folder `nlme-ppl fit --out` wrote")
     r.add_argument("--out", required=True, help="HTML file to write, e.g. report.html")
     r.add_argument("--compare", nargs="*", default=(), help="other fit folders for the model-comparison section")
+    c = sub.add_parser("compare", help="compare population models fitted by `nlme-ppl fit` to the same data (OFV, AIC, BIC, LOO)")
+    c.add_argument("fits", nargs="+", help="folders `nlme-ppl fit --out` wrote; each is refitted from its fit.json settings")
+    c.add_argument("--out", default=None, help="CSV of the table (default: print only)")
+    c.add_argument("--no-loo", action="store_true", help="skip the Laplace PSIS-LOO columns")
+    c.add_argument("--seed", type=int, default=0, help="seed of the LOO's Laplace draws")
+    s = sub.add_parser("covariates", help="stepwise covariate search (forward inclusion, backward elimination) on a fit's draws")
+    s.add_argument("--fit", required=True, help="the folder `nlme-ppl fit --out` wrote (its model, estimator, data and settings)")
+    s.add_argument("--candidate", action="append", required=True, metavar="PARAM:COVARIATE",
+                   help="a candidate relation, e.g. CL:WT (repeatable); the covariate is a column of the data")  # fmt: skip
+    s.add_argument("--criterion", choices=("lrt", "bic"), default="lrt")
+    s.add_argument("--alpha-forward", type=float, default=0.05)
+    s.add_argument("--alpha-backward", type=float, default=0.01)
+    s.add_argument("--out", required=True, help="output folder (covariates.json, steps.csv, parameters.csv)")
     return p
 
 
@@ -186,6 +199,58 @@ def _report(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    import jax
+
+    import nlme_ppl as nlp
+
+    fits, data = {}, None
+    for d in args.fits:
+        name = Path(d).name
+        if name in fits:
+            raise ValueError(f"two fit folders are named {name!r}; give folders with distinct names.")
+        fits[name], _, data_d, _, settings = nlp.io.fit_from_dir(d)
+        if data is not None and data_d.ids != data.ids:
+            raise ValueError(f"{d} was fitted to {settings['data']}, not to the data of {args.fits[0]}; compare fits of the same data.")
+        data = data_d
+    table = nlp.compare(fits, data, jax.random.key(args.seed), loo=not args.no_loo)
+    if args.out:
+        table.to_csv(args.out)
+    print(table.to_string(float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
+def _covariates(args) -> int:
+    import json
+
+    import nlme_ppl as nlp
+
+    fit, post, data, key, settings = nlp.io.fit_from_dir(args.fit)
+    candidates = []
+    for item in args.candidate:
+        param, sep, cov = item.partition(":")
+        if not sep or not param.strip() or not cov.strip():
+            raise ValueError(f"--candidate {item!r}: give PARAM:COVARIATE, e.g. CL:WT.")
+        candidates.append((param.strip(), cov.strip()))
+    population_options = {"covariance": settings["covariance"], "fixed": tuple(settings["fixed"])}
+    fit_options = {"num_draws": settings["num_draws"], "num_starts": settings["num_starts"], "fixed": settings["fixed_treatment"]}
+    if settings["refine"] is not None:
+        fit_options["refine"] = bool(settings["refine"])
+    result = nlp.covariate_search(nlp.models.get(settings["model"]), post, data, key,
+                                  candidates=candidates, criterion=args.criterion, alpha_forward=args.alpha_forward,
+                                  alpha_backward=args.alpha_backward, population_options=population_options, fit_options=fit_options)  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.steps.to_csv(out / "steps.csv", index=False)
+    result.final_fit.table().to_csv(out / "parameters.csv")
+    summary = {"selected": [f"{p}~{c}" for p, c in result.selected], "criterion": args.criterion, "candidates": [f"{p}~{c}" for p, c in candidates],
+               "population_parameters": result.final_fit.params, "fit": str(Path(args.fit).resolve())}  # fmt: skip
+    (out / "covariates.json").write_text(json.dumps(summary, indent=2))
+    print(result.steps.to_string(float_format=lambda x: f"{x:.4g}"))
+    print(f"selected: {summary['selected'] or 'none'}; wrote {out}/covariates.json, {out}/steps.csv, {out}/parameters.csv")
+    return 0
+
+
 def _train(args) -> int:
     import jax
 
@@ -212,7 +277,8 @@ def _train(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"demo": _demo, "fit": _fit, "train": _train, "report": _report}[args.command](args)
+        commands = {"demo": _demo, "fit": _fit, "train": _train, "report": _report, "compare": _compare, "covariates": _covariates}
+        return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"nlme-ppl {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -229,6 +295,8 @@ _WHAT_TO_DO = {
     "train": "What to do: check the model's simulator and training prior, or try another --seed.",
     "demo": "What to do: rerun with another --seed, and report it if it fails again.",
     "report": "What to do: check that the fit folder was written by this version of `nlme-ppl fit`, or rerun that fit.",
+    "compare": "What to do: check that every fit folder was written by this version of `nlme-ppl fit`, or rerun those fits.",
+    "covariates": "What to do: check that the covariates are columns of the data, or try --criterion bic.",
 }
 
 

@@ -123,12 +123,16 @@ def _held_minimise(lik: Objective, z_hat, hess, coords: Int[Array, " b"], held: 
     """Minimise `lik` with coordinate `coords[b]` held at `held[b]`, for every b under `vmap`."""
     d = z_hat.shape[0]
 
+    cov = jnp.linalg.pinv(hess)
+
     def one(c, v):
         e = jax.nn.one_hot(c, d, dtype=z_hat.dtype)
         keep = 1.0 - e
         h = hess * keep[:, None] * keep[None, :] + jnp.diag(e)
         precond = preconditioner(h) * keep[:, None]
-        base = z_hat * keep + v * e
+        # start at the conditional optimum of the quadratic approximation at the estimate (the
+        # Wald profile path): the other coordinates follow the held one by cov[:, c] / cov[c, c]
+        base = z_hat + cov[:, c] / cov[c, c] * (v - z_hat[c])
 
         def f(w):
             return lik(base + precond @ w, draws, data)
@@ -148,7 +152,7 @@ def profile(
     num_points: int = 15,
     span: float = 4.0,
     max_iter: int = 300,
-    tol: float = 1e-9,
+    tol: float = 1e-7,
 ) -> ProfileResult:
     """Profile likelihoods of a fit's population parameters, with likelihood-ratio intervals.
 

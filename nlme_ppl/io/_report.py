@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import _html as h
 
-__all__ = ["ReportWarning", "SECTIONS", "report", "report_from_dir"]
+__all__ = ["ReportWarning", "SECTIONS", "fit_from_dir", "report", "report_from_dir"]
 
 #: The sections of every report, in order: `(id, title)`. Each is an `<h2>` with that `id`.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -257,8 +257,15 @@ def report(
 _SETTINGS = ("model", "estimator", "data", "covariance", "fixed", "fixed_treatment", "refine", "seed", "num_draws", "num_starts", "max_draws", "method")
 
 
-def _refit(fit_dir: Path):
-    """The fit `nlme-ppl fit` made into `fit_dir`, redone from its `fit.json` settings."""
+def fit_from_dir(fit_dir: str | Path):
+    """The fit `nlme-ppl fit --out DIR` made, redone from `DIR/fit.json`'s `settings` (model,
+    estimator, data file, covariance, fixed parameters, refinement, seed, draws and starts: the
+    same key gives the same fit).
+
+    **Returns:** `(fit, posterior, data, key, settings)`: the [`MAPResult`][nlme_ppl.MAPResult],
+    the estimator it used, the [`Dataset`][nlme_ppl.Dataset], the key and the settings dict.
+    """
+    fit_dir = Path(fit_dir)
     from .. import models, populations
     from ..estimators import load_posterior, pretrained
     from ..inference import fit_map
@@ -302,7 +309,7 @@ def report_from_dir(fit_dir: str | Path, *, path: str | Path, compare: Sequence[
     **Returns:** the path written.
     """
     fit_dir = Path(fit_dir)
-    fit, post, data, key, settings = _refit(fit_dir)
+    fit, post, data, key, settings = fit_from_dir(fit_dir)
     idata = None
     if (fit_dir / "posterior.nc").is_file():
         import arviz as az
@@ -310,6 +317,6 @@ def report_from_dir(fit_dir: str | Path, *, path: str | Path, compare: Sequence[
         idata = az.from_netcdf(fit_dir / "posterior.nc")
     fits = None
     if compare:
-        fits = {fit_dir.name: fit} | {Path(d).name: _refit(Path(d))[0] for d in compare}
+        fits = {fit_dir.name: fit} | {Path(d).name: fit_from_dir(d)[0] for d in compare}
     options.setdefault("title", f"Population fit: {settings['model']} ({settings['method']}, {fit_dir.name})")
     return report(fit, data, key, path=path, posterior=post, idata=idata, fits=fits, **options)
