@@ -3,6 +3,7 @@ malformed files refused with the row and column named."""
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,7 +73,7 @@ def test_round_trip(tmp_path):
         (_table({(3, "TIME"): 0.5}), r"TIME decreases within ID 1 at row 3 \(file line 5, ID 1\)"),
         (_table({(5, "MDV"): 1, (6, "MDV"): 1}), r"ID 2 has no observations"),
         (_table({(6, "WT"): 90}), r"covariate 'WT' changes within ID 2"),
-        (_table({(1, "EVID"): 4}), r"EVID=4 \(reset\) at row 1"),
+        (_table({(1, "EVID"): 5}), r"column .EVID. at row 1 \(file line 3, ID 1\) is 5; expected 0"),
     ],
 )
 def test_malformed_files_are_refused(df, match):
@@ -100,3 +101,105 @@ def test_several_observed_compartments_are_kept_and_round_trip(tmp_path):
     assert nlp.read_nonmem(_table()).obs_cmt is None  # one observed compartment: nothing to keep
     with pytest.raises(ValueError, match="several analytes"):
         d.to_dataframe()
+
+
+def _iv_study():
+    """Two IV patients: ID 1 at steady state on entry (SS=1, II=12) with two more infusions, an
+    other-event row, then a reset-and-dose (EVID=4); ID 2 with boluses by ADDL, a reset
+    (EVID=3) and a steady-state dose added on top (SS=2)."""
+    return pd.DataFrame({
+        "ID":   [1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2],
+        "TIME": [0.0, 1.0, 12.0, 13.0, 20.0, 24.0, 48.0, 50.0, 0.0, 30.0, 36.0, 40.0, 40.0, 44.0],
+        "DV":   [".", 8.1, ".", 7.5, ".", ".", ".", 2.2, ".", 4.0, ".", ".", ".", 3.1],
+        "AMT":  [600, 0, 600, 0, 0, 600, 300, 0, 250, 0, 0, 100, 0, 0],
+        "RATE": [200, 0, 200, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, 0],
+        "EVID": [1, 0, 1, 0, 2, 1, 4, 0, 1, 0, 3, 1, 2, 0],
+        "MDV":  [1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1, 1, 0],
+        "SS":   [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],
+        "II":   [12, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0, 8, 0, 0],
+        "ADDL": [0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0],
+    })
+
+
+def test_steady_state_resets_and_other_events_are_read_and_counted():
+    d, report = nlp.read_nonmem(_iv_study(), with_report=True)
+    doses = d.doses
+    np.testing.assert_allclose(np.asarray(doses.times), [[0, 12, 24, 48], [0, 12, 24, 40]])
+    np.testing.assert_allclose(np.asarray(doses.ii), [[12, 0, 0, 0], [0, 0, 0, 8]])
+    # ID 1: EVID=4 at 48 ends the three infusions; ID 2: EVID=3 at 36 ends the ADDL boluses, not the SS=2 dose at 40
+    np.testing.assert_array_equal(np.asarray(doses.end), [[48, 48, 48, np.inf], [36, 36, 36, np.inf]])
+    assert report.other_events == 2 and report.resets == 1 and report.reset_doses == 1 and report.steady_state_doses == 2
+    assert (report.rows, report.individuals, report.observations, report.dose_records, report.doses, report.additional_doses) == (14, 2, 5, 6, 8, 2)
+    assert "skipped 2 other-event rows (EVID 2)" in str(report)
+    assert nlp.read_nonmem(_iv_study()).doses.times.shape == (2, 4)  # without the report: the data alone
+
+
+def test_steady_state_and_resets_reach_the_simulator():
+    """The IV model on the read data against the concentration by hand: ID 1 at t = 1 h is the
+    steady-state 3-h infusion of 600 mg every 12 h (CL 3 L/h, V 30 L), and at t = 50 h only the
+    300-mg bolus given at the reset at 48 h acts."""
+    data = nlp.read_nonmem(_iv_study())
+    model = nlp.models.pk_iv_1cmt()
+    design = jax.tree.map(lambda x: x[0], model.designs_from_data(data))
+    cl, v = 3.0, 30.0
+    ke, rate, dur, ii = cl / v, 200.0, 3.0, 12.0
+    from nlme_ppl.models.pk_iv import iv_one_compartment_concentration
+
+    c = np.asarray(iv_one_compartment_concentration(design["times"], design["dose_times"], design["dose_amounts"], design["dose_rates"],
+                                                    design["dose_cmt"], design["dose_mask"], cl, v, dose_ii=design["dose_ii"],
+                                                    dose_end=design["dose_end"]))
+    # steady state during the infusion: the current infusion plus the washout of all earlier ones
+    at1 = rate / cl * (1 - np.exp(-ke * 1.0)) + rate / cl * (1 - np.exp(-ke * dur)) * np.exp(-ke * (1.0 - dur + ii)) / (1 - np.exp(-ke * ii))
+    np.testing.assert_allclose(c[0], at1, rtol=1e-10)
+    np.testing.assert_allclose(c[2], 300.0 / v * np.exp(-ke * 2.0), rtol=1e-10)
+
+
+def test_reset_records_round_trip(tmp_path):
+    d = nlp.read_nonmem(_iv_study())
+    written = nlp.write_nonmem(d, tmp_path / "out.csv")
+    # ID 2's SS=2 dose at 40 h acts on nothing earlier (the reset at 36 h ended it all), so it is written as the equivalent SS=1
+    assert sorted(written["EVID"].unique().tolist()) == [0, 1, 3, 4] and sorted(written["SS"].unique().tolist()) == [0, 1]
+    e = nlp.read_nonmem(tmp_path / "out.csv")
+    for name in ("times", "amounts", "rates", "cmt", "mask", "ii", "end"):
+        np.testing.assert_array_equal(np.asarray(getattr(e.doses, name)), np.asarray(getattr(d.doses, name)), err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({(0, "SS"): 3}, r"column 'SS' at row 0 \(file line 2, ID 1\) is 3; expected 0, 1"),
+        ({(1, "SS"): 1}, r"column 'SS' at row 1 \(file line 3, ID 1\) is 1 on a row that is not a dose"),
+        ({(0, "II"): 0}, r"row 0 \(file line 2, ID 1\) has SS=1 but II=0; a steady-state dose needs its interval II > 0"),
+        ({(0, "RATE"): 40}, r"row 0 \(file line 2, ID 1\) is a steady-state infusion lasting AMT/RATE=15, not shorter than II=12"),
+        ({(8, "ADDL"): 5}, r"the reset at row 10 \(file line 12, ID 2\) .* falls while ADDL doses of row 8 \(file line 10, ID 2\) are pending"),
+        ({(10, "TIME"): 20.0}, r"TIME decreases within ID 2 at row 10"),
+    ],
+)
+def test_dosing_records_it_cannot_model_are_refused(changes, match):
+    df = _iv_study()
+    for (row, col), value in changes.items():
+        df.loc[row, col] = value
+    with pytest.raises(ValueError, match=match):
+        nlp.read_nonmem(df)
+
+
+def test_models_without_steady_state_refuse_such_data():
+    """The shipped oral estimators' model (no dose_ii / dose_end in its design) refuses SS and
+    reset records, naming the individual and dose, instead of simulating them as plain doses."""
+    df = _table()
+    df["SS"], df["II"] = 0, 0.0
+    df.loc[1, "SS"], df.loc[1, "II"] = 1, 12.0
+    data = nlp.read_nonmem(df, covariates=["WT"])
+    with pytest.raises(ValueError, match=r"dose 0 of individual '1' \(TIME=0\) is a steady-state dose \(SS with II=12\), but model "
+                                         r"'pk_oral_1cmt' .* does not simulate steady state"):
+        nlp.pretrained("pk_oral_1cmt").sample(data, jax.random.key(0), num_draws=2)
+    df = _table({(4, "EVID"): 4})
+    df.loc[1, "TIME"], df.loc[2, "TIME"], df.loc[3, "TIME"] = 0.0, 1.0, 4.0
+    reset = pd.concat([df.iloc[:4], pd.DataFrame({"ID": [1, 1], "TIME": [5.0, 6.0], "DV": [".", 1.0], "AMT": [0, 0], "EVID": [3, 0],
+                                                  "MDV": [1, 0], "CMT": [1, 2], "WT": [70, 70]}), df.iloc[4:]], ignore_index=True)
+    data = nlp.read_nonmem(reset, covariates=["WT"])
+    with pytest.raises(ValueError, match=r"dose 0 of individual '1' \(TIME=0\) is ended by a reset at TIME=5 .* does not simulate resets"):
+        nlp.models.pk_oral_1cmt().designs_from_data(data)
+    # the steady-state variant reads them
+    design = nlp.models.pk_oral_1cmt(steady_state=True).designs_from_data(data)
+    np.testing.assert_array_equal(np.asarray(design["dose_end"])[0, :1], [5.0])
