@@ -88,6 +88,9 @@ PRETRAINED_CONFIGS: dict[str, tuple[int, TrainConfig, int]] = {
     "sunitinib": (100_000, _PK, 6),
     # A recipe only: no file is shipped, to keep the package small (`nlme-ppl train --model pk_oral_2cmt`).
     "pk_oral_2cmt": (100_000, _PK, 7),
+    # Recipes only, for `nlme-ppl train --model pk_iv_1cmt` (no file ships; not yet trained or checked).
+    "pk_iv_1cmt": (100_000, _PK, 8),
+    "pk_iv_2cmt": (100_000, _PK, 9),
 }
 
 
