@@ -13,8 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jaxtyping import Array, Float
 
-__all__ = ["GaussianPopulation", "gaussian"]
+from ._bounded_normal import bounded_or_normal
+from ._covariate_forms import Categorical, Exponential, Linear, Power, Term, checked_columns, coefficient_bounds, expand, features
+
+__all__ = ["Categorical", "Exponential", "GaussianPopulation", "Linear", "Power", "gaussian"]
+
+#: What `gaussian(covariates=...)` takes for each parameter: a covariate name, a form, or a sequence of them.
+CovariateSpec = str | Power | Linear | Exponential | Categorical
 
 
 class GaussianPopulation(eqx.Module):
@@ -29,9 +36,15 @@ class GaussianPopulation(eqx.Module):
     - `corr_chol` (full covariance only): LKJCholesky(r, `lkj_concentration`), with the
       correlation matrix recorded as the deterministic site `corr`.
 
-    - `beta` `(e,)` (only with covariate effects): one coefficient per (parameter, covariate)
-      pair of `effects`, Normal(0, `beta_prior_scale`). Individual i's mean of parameter p is
-      `mean[p] + Σ_c beta[p,c] · x_ic`, with x_ic taken from `data.covariates[c]`.
+    - `beta` `(e,)` (only with estimated covariate effects): one coefficient per entry of
+      `effects` (`(parameter, label)`: the covariate's name, or `<covariate>=<level>` for a
+      categorical level), Normal(0, `beta_prior_scale`) (truncated to the admissible interval
+      for a [`Linear`][nlme_ppl.populations.Linear] form). Individual i's mean of parameter p
+      is `mean[p]` plus one term per covariate effect on p (`forms`): β·x_ic for a plain
+      name, θ·log(x_ic/ref) for [`Power`][nlme_ppl.populations.Power], θ·(x_ic − ref) for
+      [`Exponential`][nlme_ppl.populations.Exponential], log(1 + θ(x_ic − ref)) for `Linear`,
+      θ_l·1[x_ic = l] for [`Categorical`][nlme_ppl.populations.Categorical]; a fixed θ is a
+      constant, not a site.
 
     Inside `numpyro.plate("individuals", N)`: one site per random-effect parameter (diagonal)
     or one vector site `phi` (full), and for each parameter in `fixed` a `Delta` site at its
@@ -49,6 +62,19 @@ class GaussianPopulation(eqx.Module):
     exchangeable: tuple[tuple[str, ...], ...] = eqx.field(static=True, default=())
     effects: tuple[tuple[str, str], ...] = eqx.field(static=True, default=())
     beta_prior_scale: float = eqx.field(static=True, default=1.0)
+    forms: tuple[tuple[str, CovariateSpec], ...] = eqx.field(static=True, default=())
+
+    def __check_init__(self):
+        estimated = tuple((t.param, t.label) for t in self.terms if t.value is None)
+        if self.forms and estimated != self.effects:
+            raise ValueError(f"`effects` {self.effects} must be the estimated terms of `forms` {estimated}; build it with gaussian(...).")
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        """Every covariate term, estimated and fixed, in the order of `forms` (a population
+        built with `effects` only has one plain-name term per effect)."""
+        forms = self.forms or self.effects
+        return tuple(t for p, spec in forms for t in expand(p, spec))
 
     @property
     def random(self) -> tuple[str, ...]:
@@ -64,28 +90,36 @@ class GaussianPopulation(eqx.Module):
             out["beta"] = tuple(f"{p},{c}" for p, c in self.effects)
         return out
 
-    def covariate_matrix(self, data) -> jnp.ndarray:
-        """The `(N, e)` covariate values of `effects`, from `data.covariates`."""
-        have = getattr(data, "covariates", {}) or {}
-        missing = sorted({c for _, c in self.effects if c not in have})
-        if missing:
-            raise ValueError(
-                f"the population model has covariate effects on {missing} but the data has "
-                f"covariates {sorted(have)}; add them (e.g. Dataset.from_arrays(..., covariates=...), "
-                "read_nonmem(..., covariates=...) or data.with_covariates(...))."
-            )
-        return jnp.stack([jnp.asarray(have[c], jnp.result_type(float)) for _, c in self.effects], axis=-1)
+    def covariate_matrix(self, data) -> Float[Array, "individuals e"]:
+        """The `(N, e)` features of the estimated effects, from `data.covariates` (checked: see
+        [`gaussian`][nlme_ppl.populations.gaussian]): x, log(x/ref), x − ref or 1[x = level]
+        (for a `Linear` form x − ref, which enters the mean as log(1 + β·(x − ref)))."""
+        est = [t for t in self.terms if t.value is None]
+        return jnp.stack(features(est, checked_columns(est, data)), axis=-1)
 
-    def individual_means(self, mean, beta, data) -> jnp.ndarray:
-        """Each individual's mean `(N, k)`: `mean` shifted by the covariate effects."""
+    def individual_means(self, mean, beta, data) -> Float[Array, "individuals k"]:
+        """Each individual's mean `(N, k)`: `mean` shifted by the covariate effects (`beta`:
+        the `(e,)` estimated coefficients, `None` when there are none)."""
         n, k = data.num_individuals, len(self.param_names)
         loc = jnp.broadcast_to(mean, (n, k))
-        if not self.effects:
+        terms = self.terms
+        if not terms:
             return loc
-        onehot = np.zeros((len(self.effects), k))
-        for e, (p, _) in enumerate(self.effects):
-            onehot[e, self.param_names.index(p)] = 1.0
-        return loc + (self.covariate_matrix(data) * beta) @ jnp.asarray(onehot)
+        columns = checked_columns(terms, data)
+        est = [t for t in terms if t.value is None]
+        if est:
+            contrib = jnp.stack(features(est, columns), axis=-1) * beta
+            lin = np.array([j for j, t in enumerate(est) if t.kind == "linear"], dtype=int)
+            if lin.size:
+                contrib = contrib.at[:, lin].set(jnp.log1p(contrib[:, lin]))
+            onehot = np.zeros((len(est), k))
+            for e, t in enumerate(est):
+                onehot[e, self.param_names.index(t.param)] = 1.0
+            loc = loc + contrib @ jnp.asarray(onehot)
+        for t, f in zip(fixed := [t for t in terms if t.value is not None], features(fixed, columns)):
+            term = jnp.log1p(t.value * f) if t.kind == "linear" else t.value * f
+            loc = loc.at[:, self.param_names.index(t.param)].add(term)
+        return loc
 
     def __call__(self, data):
         names, random = self.param_names, self.random
@@ -94,8 +128,9 @@ class GaussianPopulation(eqx.Module):
         n = data.num_individuals
         beta = None
         if self.effects:
-            scale = self.beta_prior_scale * jnp.ones(len(self.effects))
-            beta = numpyro.sample("beta", dist.Normal(jnp.zeros(len(self.effects)), scale).to_event(1))
+            prior = bounded_or_normal(self.beta_prior_scale, coefficient_bounds(self.terms), len(self.effects))
+            beta = numpyro.sample("beta", prior.to_event(1))
+        shifted = bool(self.terms)
         loc = self.individual_means(mean, beta, data)  # (N, k)
         if random:
             sd = numpyro.sample("sd", dist.HalfNormal(self.sd_prior_scale * jnp.ones(len(random))).to_event(1))
@@ -107,12 +142,12 @@ class GaussianPopulation(eqx.Module):
             if full:
                 numpyro.sample(
                     "phi",
-                    dist.MultivariateNormal(loc[:, ridx] if self.effects else mean[ridx], scale_tril=sd[:, None] * chol),
+                    dist.MultivariateNormal(loc[:, ridx] if shifted else mean[ridx], scale_tril=sd[:, None] * chol),
                     infer={"individual_params": random},
                 )
             else:
                 for j, name in enumerate(random):
-                    m = loc[:, names.index(name)] if self.effects else mean[names.index(name)]
+                    m = loc[:, names.index(name)] if shifted else mean[names.index(name)]
                     numpyro.sample(name, dist.Normal(m, sd[j]))
             for name in self.fixed:
                 m = loc[:, names.index(name)]
@@ -157,7 +192,7 @@ def gaussian(
     mean_prior: Mapping[str, tuple[float, float]] | None = None,
     sd_prior_scale: float = 1.0,
     lkj_concentration: float = 2.0,
-    covariates: Mapping[str, Sequence[str] | str] | None = None,
+    covariates: Mapping[str, CovariateSpec | Sequence[CovariateSpec]] | None = None,
     beta_prior_scale: float = 1.0,
 ) -> GaussianPopulation:
     """A Gaussian population model over `model`'s individual parameters.
@@ -171,13 +206,25 @@ def gaussian(
       (default: the training prior's mean and SD, if `model` has a Normal training prior, else (0, 3)).
     - `sd_prior_scale`: scale of the HalfNormal prior on every `sd[name]`.
     - `lkj_concentration`: LKJ concentration for `covariance="full"` (2.0 mildly favours small correlations).
-    - `covariates`: covariate effects on the means, `{param: covariate name or names}`; each
-      name is a key of `data.covariates`. Effects are linear on the parameter's (log) scale,
-      so a power model CL = CL_pop · (WT/70)^θ is `{"CL": "log_wt70"}` with the covariate
-      `log(WT/70)`. Centre covariates so that `mean[p]` is a typical individual's value.
-      A binary covariate (0/1) gives a group difference, e.g. two experiments that share
-      every parameter except γ: `{"gamma": "experiment"}`.
-    - `beta_prior_scale`: SD of the Normal(0, ·) prior on each covariate coefficient `beta`.
+    - `covariates`: covariate effects on the means, `{param: effect or effects}`. An effect is
+      a covariate name (a key of `data.covariates`) or a form:
+        - a name `"x"`: linear on the parameter's (log) scale, `beta[p,x] · x_i`; centre the
+          covariate so that `mean[p]` is a typical individual's value. A 0/1 covariate gives a
+          group difference, e.g. two experiments that share every parameter except γ:
+          `{"gamma": "experiment"}`;
+        - [`Power("WT", ref=70, exponent=0.75)`][nlme_ppl.populations.Power]: allometric,
+          p_i = p_pop · (WT_i/70)^0.75; `exponent=None` estimates it as `beta[p,WT]`;
+        - [`Exponential("AGE", ref=40)`][nlme_ppl.populations.Exponential]: p_pop · exp(θ (AGE_i − 40));
+        - [`Linear("AGE", ref=40, limits=(18, 90))`][nlme_ppl.populations.Linear]: p_pop · (1 + θ (AGE_i − 40)),
+          θ constrained so that 1 + θ (x − 40) > 0 on the limits;
+        - [`Categorical("SEX", levels=(1, 2))`][nlme_ppl.populations.Categorical]: `beta[p,SEX=2]`
+          for each level but the reference.
+
+      Each parameter takes a covariate at most once. The data are checked when the program
+      runs: a covariate missing from the data, a non-finite value, a value ≤ 0 for a power
+      form, outside a linear form's limits or not among a categorical form's levels raise a
+      `ValueError` naming the individual (inside `jit`, an `eqx.error_if` naming the covariate).
+    - `beta_prior_scale`: SD of the Normal(0, ·) prior on each estimated covariate coefficient `beta`.
 
     **Returns:** a [`GaussianPopulation`][nlme_ppl.populations.GaussianPopulation], a NumPyro program `population(data)`.
     """
@@ -205,19 +252,32 @@ def gaussian(
     if not sd_prior_scale > 0:
         raise ValueError(f"`sd_prior_scale` must be positive; got {sd_prior_scale}.")
     exchangeable = tuple(tuple(g) for g in getattr(model, "exchangeable", ()))
-    effects = []
-    for p, covs in (covariates or {}).items():
-        if p not in names:
-            raise ValueError(f"`covariates` names unknown parameter {p!r}; the model's parameters are {names}.")
-        for c in (covs,) if isinstance(covs, str) else tuple(covs):
-            if not isinstance(c, str) or not c:
-                raise TypeError(f"`covariates[{p!r}]` must be covariate names (strings); got {c!r}.")
-            if (p, c) in effects:
-                raise ValueError(f"`covariates[{p!r}]` lists {c!r} twice.")
-            effects.append((p, c))
+    forms, effects = _covariate_forms(covariates, names)
     if not beta_prior_scale > 0:
         raise ValueError(f"`beta_prior_scale` must be positive; got {beta_prior_scale}.")
     return GaussianPopulation(
         names, fixed, covariance, loc, scale, float(sd_prior_scale), float(lkj_concentration), exchangeable,
-        tuple(effects), float(beta_prior_scale),
+        effects, float(beta_prior_scale), forms,
     )
+
+
+def _covariate_forms(covariates, names) -> tuple[tuple, tuple]:
+    """`((param, name or form), ...)` and the `(param, label)` of each estimated coefficient."""
+    forms, seen = [], set()
+    for p, specs in (covariates or {}).items():
+        if p not in names:
+            raise ValueError(f"`covariates` names unknown parameter {p!r}; the model's parameters are {names}.")
+        single = isinstance(specs, (str, Power, Linear, Exponential, Categorical))
+        if not single and not isinstance(specs, Sequence):
+            raise TypeError(f"`covariates[{p!r}]` must be covariate names (strings) or forms, or a sequence of them; got {specs!r}.")
+        for spec in (specs,) if single else tuple(specs):
+            if isinstance(spec, str) and not spec:
+                raise TypeError(f"`covariates[{p!r}]` must be covariate names (strings); got {spec!r}.")
+            expand(p, spec)  # refuses anything but a name or a form
+            c = spec if isinstance(spec, str) else spec.covariate
+            if (p, c) in seen:
+                raise ValueError(f"`covariates[{p!r}]` lists {c!r} twice.")
+            seen.add((p, c))
+            forms.append((p, spec))
+    effects = tuple((t.param, t.label) for p, spec in forms for t in expand(p, spec) if t.value is None)
+    return tuple(forms), effects
