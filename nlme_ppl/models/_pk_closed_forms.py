@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-__all__ = ["dose_grid", "live", "modal_bolus", "modal_infusion", "oral_1cmt_ss_extra", "two_compartment_rates"]
+__all__ = [
+    "bolus_series", "dose_grid", "infusion_series", "live", "modal_bolus", "modal_infusion", "oral_1cmt_ss_extra",
+    "two_compartment_rates",
+]
 
 
 def dose_grid(times, dose_times, dose_amounts, dose_rates):
@@ -45,30 +48,33 @@ def _safe_ii(dose_ii):
     return jnp.where(on, ii, 1.0), on
 
 
-def modal_bolus(tau, modes, dose_ii=None):
-    """Σ_k c_k e^{-λ_k τ} for `modes` [(c_k, λ_k)], plus, where `dose_ii > 0`, the earlier doses
-    of the steady-state series Σ_k c_k e^{-λ_k τ} / (e^{λ_k II} - 1)."""
-    out = sum(c * jnp.exp(-lam * tau) for c, lam in modes)
-    if dose_ii is not None:
-        ii, on = _safe_ii(dose_ii)
-        out = out + jnp.where(on, sum(c * jnp.exp(-lam * tau) / jnp.expm1(lam * ii) for c, lam in modes), 0.0)
-    return out
+def modal_bolus(tau, modes):
+    """Σ_k c_k e^{-λ_k τ} for `modes` [(c_k, λ_k)]: the response to a unit bolus."""
+    return sum(c * jnp.exp(-lam * tau) for c, lam in modes)
 
 
-def modal_infusion(tau, rate, duration, modes, dose_ii=None):
+def bolus_series(tau, modes, dose_ii):
+    """The earlier doses of a steady-state bolus series, Σ_k c_k e^{-λ_k τ} / (e^{λ_k II} - 1),
+    where `dose_ii > 0`; else 0."""
+    ii, on = _safe_ii(dose_ii)
+    return jnp.where(on, sum(c * jnp.exp(-lam * tau) / jnp.expm1(lam * ii) for c, lam in modes), 0.0)
+
+
+def modal_infusion(tau, rate, duration, modes):
     """The response to an infusion of `rate` for `duration`: Σ_k R c_k/λ_k (1 - e^{-λ_k min(τ, D)})
-    e^{-λ_k max(τ - D, 0)}, plus, where `dose_ii > 0` (and D < II, checked by `Doses`), the
-    earlier infusions of the steady-state series."""
+    e^{-λ_k max(τ - D, 0)}."""
     on_for, after = jnp.minimum(tau, duration), jnp.maximum(tau - duration, 0.0)
-    out = sum(rate * c / lam * -jnp.expm1(-lam * on_for) * jnp.exp(-lam * after) for c, lam in modes)
-    if dose_ii is not None:
-        ii, on = _safe_ii(dose_ii)
-        d = jnp.minimum(duration, ii)  # D < II for a steady-state infusion; the min keeps padding finite
-        series = sum(
-            rate * c / lam * -jnp.expm1(-lam * d) * jnp.exp(-lam * (tau - d + ii)) / -jnp.expm1(-lam * ii) for c, lam in modes
-        )
-        out = out + jnp.where(on, series, 0.0)
-    return out
+    return sum(rate * c / lam * -jnp.expm1(-lam * on_for) * jnp.exp(-lam * after) for c, lam in modes)
+
+
+def infusion_series(tau, rate, duration, modes, dose_ii):
+    """The earlier infusions of a steady-state series (D < II, checked by `Doses`, so all of
+    them have ended): Σ_k R c_k/λ_k (1 - e^{-λ_k D}) e^{-λ_k (τ - D + II)} / (1 - e^{-λ_k II}),
+    where `dose_ii > 0`; else 0."""
+    ii, on = _safe_ii(dose_ii)
+    d = jnp.minimum(duration, ii)  # D < II for a steady-state infusion; the min keeps padding finite
+    series = sum(rate * c / lam * -jnp.expm1(-lam * d) * jnp.exp(-lam * (tau - d + ii)) / -jnp.expm1(-lam * ii) for c, lam in modes)
+    return jnp.where(on, series, 0.0)
 
 
 def oral_1cmt_ss_extra(tau, ka, ke, dose_ii):

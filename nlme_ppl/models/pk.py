@@ -20,7 +20,7 @@ from ..data import CENTRAL, DEPOT
 from ._censoring import LeftCensored
 from ._individual import IndividualModel
 from ._pk_designs import add_dose_records, add_lloq
-from ._pk_closed_forms import dose_grid, live, modal_bolus, modal_infusion, oral_1cmt_ss_extra, two_compartment_rates
+from ._pk_closed_forms import bolus_series, dose_grid, infusion_series, live, oral_1cmt_ss_extra, two_compartment_rates
 from .frohlich import bateman
 
 __all__ = [
@@ -82,10 +82,12 @@ def one_compartment_concentration(
     ke = CL / V
     tau, pos, amount, rate, duration = dose_grid(times, dose_times, dose_amounts, dose_rates)
     oral = amount * ka / V * bateman(tau, ka, ke)
-    iv = amount * modal_bolus(tau, [(1 / V, ke)], dose_ii)
-    infusion = modal_infusion(tau, rate, duration, [(1 / V, ke)], dose_ii)
-    if dose_ii is not None:
+    iv = amount / V * jnp.exp(-ke * tau)
+    infusion = rate / CL * -jnp.expm1(-ke * jnp.minimum(tau, duration)) * jnp.exp(-ke * jnp.maximum(tau - duration, 0.0))
+    if dose_ii is not None:  # the earlier doses of steady-state series
         oral = oral + amount * ka / V * oral_1cmt_ss_extra(tau, ka, ke, dose_ii)
+        iv = iv + amount * bolus_series(tau, [(1 / V, ke)], dose_ii)
+        infusion = infusion + infusion_series(tau, rate, duration, [(1 / V, ke)], dose_ii)
     return _superpose(oral, iv, infusion, rate, dose_cmt, live(times, pos, dose_mask, dose_end))
 
 
@@ -149,14 +151,28 @@ def two_compartment_concentration(
         close = jnp.abs(ka - lam) < 1e-6 * lam
         ka = jnp.where(close, lam * (1 + 2e-6), ka)
     tau, pos, amount, rate, duration = dose_grid(times, dose_times, dose_amounts, dose_rates)
-    oral_modes = [
-        (ka / V1 * (k21 - alpha) / ((ka - alpha) * (beta - alpha)), alpha),
-        (ka / V1 * (k21 - beta) / ((ka - beta) * (alpha - beta)), beta),
-        (ka / V1 * (k21 - ka) / ((alpha - ka) * (beta - ka)), ka),
-    ]
-    oral = amount * modal_bolus(tau, oral_modes, dose_ii)
-    iv = amount * modal_bolus(tau, disposition, dose_ii)
-    infusion = modal_infusion(tau, rate, duration, disposition, dose_ii)
+    e_a, e_b, e_k = jnp.exp(-alpha * tau), jnp.exp(-beta * tau), jnp.exp(-ka * tau)
+    oral = amount * ka / V1 * (
+        (k21 - alpha) / ((ka - alpha) * (beta - alpha)) * e_a
+        + (k21 - beta) / ((ka - beta) * (alpha - beta)) * e_b
+        + (k21 - ka) / ((alpha - ka) * (beta - ka)) * e_k
+    )
+    ca, cb = (alpha - k21) / (alpha - beta), (k21 - beta) / (alpha - beta)
+    iv = amount / V1 * (ca * e_a + cb * e_b)
+    on = jnp.minimum(tau, duration)
+    after = jnp.maximum(tau - duration, 0.0)
+    infusion = rate / V1 * (
+        ca / alpha * -jnp.expm1(-alpha * on) * jnp.exp(-alpha * after) + cb / beta * -jnp.expm1(-beta * on) * jnp.exp(-beta * after)
+    )
+    if dose_ii is not None:  # the earlier doses of steady-state series
+        oral_modes = [
+            (ka / V1 * (k21 - alpha) / ((ka - alpha) * (beta - alpha)), alpha),
+            (ka / V1 * (k21 - beta) / ((ka - beta) * (alpha - beta)), beta),
+            (ka / V1 * (k21 - ka) / ((alpha - ka) * (beta - ka)), ka),
+        ]
+        oral = oral + amount * bolus_series(tau, oral_modes, dose_ii)
+        iv = iv + amount * bolus_series(tau, disposition, dose_ii)
+        infusion = infusion + infusion_series(tau, rate, duration, disposition, dose_ii)
     return _superpose(oral, iv, infusion, rate, dose_cmt, live(times, pos, dose_mask, dose_end))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._individual import IndividualModel
-from ._pk_closed_forms import dose_grid, live, modal_bolus, modal_infusion, two_compartment_rates
+from ._pk_closed_forms import bolus_series, dose_grid, infusion_series, live, modal_bolus, modal_infusion, two_compartment_rates
 from ._pk_designs import add_dose_records, add_lloq
 from .pk import _ERRORS, _error_name, _make_program
 
@@ -89,7 +89,11 @@ def iv_two_compartment_concentration(
 
 def _iv(times, dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, modes, dose_ii, dose_end):
     tau, pos, amount, rate, duration = dose_grid(times, dose_times, dose_amounts, dose_rates)
-    term = jnp.where(rate > 0, modal_infusion(tau, rate, duration, modes, dose_ii), amount * modal_bolus(tau, modes, dose_ii))
+    bolus, infusion = amount * modal_bolus(tau, modes), modal_infusion(tau, rate, duration, modes)
+    if dose_ii is not None:
+        bolus = bolus + amount * bolus_series(tau, modes, dose_ii)
+        infusion = infusion + infusion_series(tau, rate, duration, modes, dose_ii)
+    term = jnp.where(rate > 0, infusion, bolus)
     term = jnp.where(dose_cmt[None, :] == IV_CENTRAL, term, jnp.nan)
     return jnp.sum(jnp.where(live(times, pos, dose_mask, dose_end), term, 0.0), axis=1)
 
