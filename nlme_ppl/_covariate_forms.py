@@ -289,10 +289,12 @@ def checked_columns(terms: Sequence[Term], data) -> dict:
                     i = np.flatnonzero(bad)
                     raise ValueError(f"covariate {c!r} of individual {ids[i[0]]!r} is {concrete[i[0]]:g} ({i.size} individual(s) in all): {what}; {todo}.")
         else:
-            x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"covariate {c!r} has a non-finite value; the covariate effects {used} need a finite value for every individual.")
+            x = eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"covariate {c!r} has a non-finite value; the covariate effects {used} "
+                             "need a finite value for every individual: impute it, or leave the individual out.")
             for t in mine:
                 if (found := _problems(t, x)) is not None:
-                    x = eqx.error_if(x, jnp.any(found[0]), f"covariate {c!r} has a value {found[1]}; {found[2]}.")
+                    x = eqx.error_if(x, jnp.any(found[0]), f"a value of covariate {c!r} is invalid: {found[1]}; {found[2]}. "
+                                     "Run the population program on the data outside jit to name the individuals.")
         out[c] = x
     return out
 
