@@ -68,3 +68,22 @@ def test_censoring_models_read_the_flag_in_a_last_channel():
     np.testing.assert_array_equal(v[..., :5], encode(nlp.models.pk_oral_1cmt(), base)[1])  # the other channels are unchanged
     with pytest.raises(ValueError, match=r"2 censored observation\(s\)"):
         encode(nlp.models.pk_oral_1cmt(), data)
+
+
+def test_steady_state_and_reset_channels_and_the_cmt_map():
+    """pk_iv_1cmt reads CMT 1 as central (channel 4 = 1) and three more dose-row channels: the
+    steady-state interval / 24 h, a flag for a dose a reset ends, and the time to that reset / 24 h.
+    pk_oral_1cmt keeps its 5 channels (the shipped estimators' input is unchanged)."""
+    iv, oral = nlp.models.pk_iv_1cmt(), nlp.models.pk_oral_1cmt()
+    assert num_channels(iv) == 8 and num_channels(oral) == 5 and num_channels(nlp.models.pk_oral_1cmt(steady_state=True)) == 8
+    doses = nlp.Doses.from_individuals([[0.0, 12.0, 30.0]], [[500.0, 500.0, 200.0]], rates=[[0.0, 250.0, 0.0]],
+                                       ii=[[12.0, 0.0, 0.0]], end=[[30.0, 30.0, np.inf]])
+    data = nlp.Dataset.from_arrays([[1.0, 13.0, 31.0]], [[9.0, 8.0, 5.0]], doses=doses)
+    times, rows, mask = encode(iv, data)
+    dose = rows[0][rows[0][:, 1] == 1]
+    np.testing.assert_allclose(times[0][rows[0][:, 1] == 1], [0.0, 12.0, 30.0])
+    np.testing.assert_allclose(dose[:, 4], [1, 1, 1])  # CMT 1 = central for the IV model
+    np.testing.assert_allclose(dose[:, 3], [0.0, 2.0 / 24, 0.0], rtol=1e-6)  # the 2-h infusion
+    np.testing.assert_allclose(dose[:, 5], [0.5, 0.0, 0.0], rtol=1e-6)  # II = 12 h
+    np.testing.assert_allclose(dose[:, 6], [1, 1, 0])
+    np.testing.assert_allclose(dose[:, 7], [30.0 / 24, 18.0 / 24, 0.0], rtol=1e-6)
