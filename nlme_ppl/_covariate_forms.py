@@ -300,8 +300,8 @@ def checked_columns(terms: Sequence[Term], data) -> dict:
 
 
 def features(terms: Sequence[Term], columns: dict):
-    """`(N, e)` features of the estimated terms (x, log(x/ref), x − ref or 1[x = level]; the
-    linear form's x − ref, to enter as log1p(θ ·)) and `(N,)` total per parameter of the fixed terms."""
+    """One `(N,)` feature per term: x, log(x/ref), x − ref or 1[x = level] (for the linear form
+    x − ref, which enters the mean as log1p(θ · feature))."""
     feats = []
     for t in terms:
         x = columns[t.covariate]
