@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io.serialization import ArchiveError, get_backend, read_archive, refuse, write_archive
-from ..models import IndividualModel, get
+from ..models import IndividualModel, get, with_prior
+from ..models._prior import prior_from_spec
 from ._protocol import Posterior
 
 __all__ = ["load_posterior", "save_posterior"]
@@ -74,8 +75,8 @@ def load_posterior(path: str | Path, *, model: IndividualModel | None = None) ->
         name, fingerprint, param_names = stored["name"], stored["fingerprint"], tuple(stored["param_names"])
     except (KeyError, TypeError) as e:
         refuse(path, f"its metadata is incomplete or invalid ({e}); the file is corrupt.")
-    model = _model_for(path, name, model)
-    _check_model(path, model, name=name, fingerprint=fingerprint, param_names=param_names)
+    model = _model_for(path, name, model, stored.get("prior"), fingerprint)
+    _check_model(path, model, name=name, fingerprint=fingerprint, param_names=param_names, stored_prior=stored.get("prior"))
     loader = get_backend(meta["backend"]).loader
     try:
         return loader(meta, payload, model)
@@ -83,20 +84,28 @@ def load_posterior(path: str | Path, *, model: IndividualModel | None = None) ->
         refuse(path, str(e))
 
 
-def _model_for(path, name: str, model):
-    """The model an estimator file is loaded for: `model`, or the built-in one of its stored name."""
+def _model_for(path, name: str, model, stored_prior=None, fingerprint=None):
+    """The model an estimator file is loaded for: `model`, or the built-in one of its stored name,
+    with the training prior the file records where it differs from the default (`prior=`)."""
     if model is None:
         try:
-            return get(name)
+            model = get(name)
         except ValueError:
             refuse(path, f"it was trained for model {name!r}, which is not a built-in model; pass the model: "
                          "load_posterior(path, model=...).")
+        if fingerprint != model.fingerprint() and isinstance(stored_prior, dict) and stored_prior != model.prior_spec():
+            try:
+                model = with_prior(model, prior_from_spec(model, stored_prior))
+            except ValueError as e:
+                refuse(path, f"its training prior cannot be rebuilt for the built-in model {name!r} ({e}); pass the model: "
+                             "load_posterior(path, model=...).")
+        return model
     if not isinstance(model, IndividualModel):
         raise TypeError(f"`model` must be an IndividualModel; got {type(model).__name__}.")
     return model
 
 
-def _check_model(path, model: IndividualModel, *, name: str, fingerprint: str, param_names: tuple[str, ...]) -> None:
+def _check_model(path, model: IndividualModel, *, name: str, fingerprint: str, param_names: tuple[str, ...], stored_prior=None) -> None:
     trained_for = f"{name!r} (fingerprint {fingerprint}, parameters {param_names})"
     if param_names != tuple(model.param_names):
         refuse(
@@ -108,6 +117,18 @@ def _check_model(path, model: IndividualModel, *, name: str, fingerprint: str, p
         refuse(
             path,
             f"it was trained for model {trained_for}, but the model given ({model.name!r}) has fingerprint "
-            f"{model.fingerprint()}: its prior, design or observed site differ. Load it with the matching "
-            "model, or retrain for this one (nlp.train).",
+            f"{model.fingerprint()}: its prior, design or observed site differ"
+            + _prior_difference(stored_prior, model)
+            + ". Load it with the matching model (e.g. the same prior=, or no model: load_posterior(path) rebuilds "
+            "a built-in model with the prior its file records), or retrain for this one (nlp.train).",
         )
+
+
+def _prior_difference(stored_prior, model: IndividualModel) -> str:
+    """`; its training prior differs: CL Normal(0, 1.5) in the file, Normal(1, 1) in the model` (or '')."""
+    if not isinstance(stored_prior, dict):
+        return ""
+    own = model.prior_spec()
+    show = lambda s: f"{s.get('dist')}({s.get('loc')}, {s.get('scale')})" if isinstance(s, dict) else repr(s)  # noqa: E731
+    diff = [f"{n} {show(s)} in the file, {show(own.get(n))} in the model" for n, s in stored_prior.items() if own.get(n) != s]
+    return f"; its training prior differs: {'; '.join(diff)}" if diff else ""

@@ -4,6 +4,7 @@ import functools
 
 from ._censoring import LeftCensored as LeftCensored
 from ._individual import IndividualModel as IndividualModel
+from ._prior import with_prior as with_prior
 from .frohlich import (
     frohlich_detailed as frohlich_detailed,
     frohlich_detailed_solution as frohlich_detailed_solution,
@@ -31,16 +32,17 @@ BUILTIN = {"frohlich_simple": frohlich_simple, "frohlich_detailed": frohlich_det
            "sunitinib": sunitinib}
 
 
-def get(name: str) -> IndividualModel:
-    """The built-in model called `name`."""
+def get(name: str, *, prior: dict[str, tuple[float, float]] | None = None) -> IndividualModel:
+    """The built-in model called `name`; with `prior` (`{param: (mean, sd)}`, log scale), its
+    training prior changed as by the constructors' `prior=` ([`with_prior`][nlme_ppl.models.with_prior])."""
     if name not in BUILTIN:
         raise ValueError(f"unknown model {name!r}; the built-in models are {sorted(BUILTIN)}.")
-    return BUILTIN[name]()
+    return with_prior(BUILTIN[name](), prior)
 
 
 __all__ = [
     "BUILTIN", "IndividualModel", "LeftCensored", "frohlich_detailed", "frohlich_detailed_solution", "frohlich_sde",
     "frohlich_sde_path", "frohlich_simple", "get", "iv_one_compartment_concentration", "iv_two_compartment_concentration",
     "one_compartment_concentration", "pk_iv_1cmt", "pk_iv_2cmt", "pk_oral_1cmt", "pk_oral_2cmt",
-    "sunitinib", "sunitinib_concentrations", "two_compartment_concentration",
+    "sunitinib", "sunitinib_concentrations", "two_compartment_concentration", "with_prior",
 ]

@@ -15,6 +15,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
 from ._individual import IndividualModel
+from ._prior import with_prior
 
 __all__ = [
     "FROHLICH_DETAILED_PRIOR",
@@ -79,7 +80,7 @@ def _frohlich_simple_program(design, obs=None):
     numpyro.sample("obs", dist.Normal(mu, jnp.exp(p["sigma"])).mask(design["mask"]).to_event(1), obs=obs)
 
 
-def frohlich_simple(times=None) -> IndividualModel:
+def frohlich_simple(times=None, *, prior=None) -> IndividualModel:
     """The simple mRNA-transfection model (Fröhlich et al. 2018; Arruda et al. 2024, A.1).
 
     Individual parameters, all on the log scale: `delta` (mRNA degradation, 1/h), `gamma`
@@ -94,15 +95,18 @@ def frohlich_simple(times=None) -> IndividualModel:
     inference tells the two apart only through prior knowledge (mRNA usually decays faster
     than protein), e.g. priors on `mean[delta]` and `mean[gamma]` in
     [`populations.gaussian`][nlme_ppl.populations.gaussian].
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
     t = FROHLICH_TIMES if times is None else np.asarray(times, float)
-    return IndividualModel(
+    return with_prior(IndividualModel(
         _frohlich_simple_program,
         {"times": t},
         name="frohlich_simple",
         description="Fröhlich et al. (2018) two-state mRNA transfection model, closed form.",
         exchangeable=(("delta", "gamma"),),
-    )
+    ), prior)
 
 
 # ----------------------------------------------------------------------------- detailed model
@@ -281,7 +285,7 @@ def _frohlich_detailed_program(design, obs=None):
     numpyro.sample("obs", dist.Normal(mu, jnp.exp(p["sigma"])).mask(design["mask"]).to_event(1), obs=obs)
 
 
-def frohlich_detailed(times=None) -> IndividualModel:
+def frohlich_detailed(times=None, *, prior=None) -> IndividualModel:
     """The detailed mRNA-transfection model (Fröhlich et al. 2018; Arruda et al. 2024, A.1):
     four states (mRNA m, degradation enzyme e, ribosomes r, protein p), ten kinetic
     parameters and the noise SD, all on the log scale.
@@ -297,12 +301,15 @@ def frohlich_detailed(times=None) -> IndividualModel:
     + δ2 (e0 - e)). The published reference simulator has the opposite sign on both terms,
     under which e grows without bound from e0; that is not a model of an enzyme pool, so it
     is not reproduced here.
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
     t = FROHLICH_TIMES if times is None else np.asarray(times, float)
-    return IndividualModel(
+    return with_prior(IndividualModel(
         _frohlich_detailed_program,
         {"times": t},
         name="frohlich_detailed",
         description="Fröhlich et al. (2018) four-state mRNA transfection model, stiff ODE (diffrax Kvaerno3).",
         simulation_chunk=2_000,  # lockstep adaptive steps under vmap: 1.2-1.6x faster than 10,000 here
-    )
+    ), prior)

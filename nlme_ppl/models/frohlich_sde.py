@@ -13,6 +13,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._individual import IndividualModel
+from ._prior import with_prior
 from .frohlich import FROHLICH_TIMES, sample_prior
 
 __all__ = ["FROHLICH_SDE_PRIOR", "frohlich_sde", "frohlich_sde_path"]
@@ -84,7 +85,7 @@ def _frohlich_sde_program(design, obs=None):
     numpyro.sample("obs", dist.Normal(mu, e["sigma"]).mask(design["mask"]).to_event(1), obs=obs)
 
 
-def frohlich_sde(times=None) -> IndividualModel:
+def frohlich_sde(times=None, *, prior=None) -> IndividualModel:
     """The stochastic two-state transfection model: mRNA m and protein p follow the chemical
     Langevin equation (see [`frohlich_sde_path`][nlme_ppl.models.frohlich_sde.frohlich_sde_path]), observed as
     y(t) = log(scale·p(t) + offset) + sigma·ε at t = 1/6, 2/6, …, 30 h.
@@ -98,14 +99,17 @@ def frohlich_sde(times=None) -> IndividualModel:
     hidden randomness), so the model is `tractable=False`: amortized inference only. In the
     limit of many copies the mean path is the ODE solution
     `frohlich_simple_solution` (in `nlme_ppl.models.frohlich`) with k·m0 as `k_m0_scale`.
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
     t = FROHLICH_TIMES if times is None else np.asarray(times, float)
     if t.size and float(np.max(t)) > float(np.max(FROHLICH_TIMES)):
         raise ValueError(f"frohlich_sde simulates up to {float(np.max(FROHLICH_TIMES))} h; got times up to {float(np.max(t))} h.")
-    return IndividualModel(
+    return with_prior(IndividualModel(
         _frohlich_sde_program,
         {"times": t},
         name="frohlich_sde",
         description="Fröhlich et al. (2018) two-state model as a chemical Langevin SDE (diffrax Euler–Maruyama, dt = 0.01 h).",
         tractable=False,
-    )
+    ), prior)

@@ -19,6 +19,7 @@ from jaxtyping import Array, Float
 from ..data import CENTRAL, DEPOT
 from ._censoring import LeftCensored
 from ._individual import IndividualModel
+from ._prior import with_prior
 from ._pk_designs import add_dose_records, add_lloq
 from ._pk_closed_forms import bolus_series, dose_grid, infusion_series, live, oral_1cmt_ss_extra, two_compartment_rates
 from .frohlich import bateman
@@ -257,7 +258,7 @@ def _dose_check(model_name: str):
     return functools.partial(_check_doses, model_name=model_name)
 
 
-def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False, steady_state: bool = False) -> IndividualModel:
+def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False, steady_state: bool = False, prior=None) -> IndividualModel:
     """One-compartment model with first-order absorption: parameters `ka` (1/h), `CL` (L/h),
     `V` (L), on the log scale, and the residual error.
 
@@ -288,15 +289,18 @@ def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False, steady_sta
       it, data with such records are refused (they would be simulated as plain doses).
 
     Dose compartments (NONMEM ADVAN2): CMT 1 = depot, CMT 2 = central.
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
-    return _pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)", censoring, steady_state)
+    return with_prior(_pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)", censoring, steady_state), prior)
 
 
 def _error_name(base: str, error: str) -> str:
     return base if error == "additive" else f"{base}_{error}"
 
 
-def pk_oral_2cmt(*, error: str = "additive", censoring: bool = False, steady_state: bool = False) -> IndividualModel:
+def pk_oral_2cmt(*, error: str = "additive", censoring: bool = False, steady_state: bool = False, prior=None) -> IndividualModel:
     """Two-compartment model with first-order absorption: `ka` (1/h), `CL` (L/h), `V1`
     (central, L), `Q` (intercompartmental clearance, L/h), `V2` (peripheral, L), on the log
     scale, then the residual error as in [`pk_oral_1cmt`][nlme_ppl.models.pk_oral_1cmt].
@@ -306,8 +310,11 @@ def pk_oral_2cmt(*, error: str = "additive", censoring: bool = False, steady_sta
     `censoring` and `steady_state` as in `pk_oral_1cmt`. Dose compartments (NONMEM ADVAN4):
     CMT 1 = depot, CMT 2 = central.
     No estimator ships for it: train one with `nlme-ppl train --model pk_oral_2cmt --out FILE`.
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
-    return _pk_model("2cmt", error, "Two-compartment oral PK (ka, CL, V1, Q, V2)", censoring, steady_state)
+    return with_prior(_pk_model("2cmt", error, "Two-compartment oral PK (ka, CL, V1, Q, V2)", censoring, steady_state), prior)
 
 
 @functools.lru_cache(maxsize=None)

@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._individual import IndividualModel
+from ._prior import with_prior
 from ._pk_closed_forms import bolus_series, dose_grid, infusion_series, live, modal_bolus, modal_infusion, two_compartment_rates
 from ._pk_designs import add_dose_records, add_lloq
 from .pk import _ERRORS, _error_name, _make_program
@@ -165,7 +166,7 @@ def _program(kind: str, error: str, censoring: bool):
     return prog
 
 
-def pk_iv_1cmt(*, error: str = "additive", censoring: bool = False) -> IndividualModel:
+def pk_iv_1cmt(*, error: str = "additive", censoring: bool = False, prior=None) -> IndividualModel:
     """One-compartment IV model (NONMEM ADVAN1): `CL` (L/h) and `V` (L) on the log scale, then
     the residual error.
 
@@ -183,19 +184,25 @@ def pk_iv_1cmt(*, error: str = "additive", censoring: bool = False) -> Individua
     every 6–48 h (a share with a loading dose, at steady state, or with a reset) and 2–24
     samples up to 12–72 h after the last dose. No estimator ships for it: train one with
     `nlme-ppl train --model pk_iv_1cmt --out FILE` (or on a study's own designs).
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
-    return _iv_model("1cmt", error, "One-compartment IV PK (CL, V)", censoring)
+    return with_prior(_iv_model("1cmt", error, "One-compartment IV PK (CL, V)", censoring), prior)
 
 
-def pk_iv_2cmt(*, error: str = "additive", censoring: bool = False) -> IndividualModel:
+def pk_iv_2cmt(*, error: str = "additive", censoring: bool = False, prior=None) -> IndividualModel:
     """Two-compartment IV model (NONMEM ADVAN3): `CL` (L/h), `V1` (central, L), `Q`
     (intercompartmental clearance, L/h), `V2` (peripheral, L) on the log scale, then the
     residual error. Doses into the central compartment, **CMT 1** (CMT 2, the peripheral
     compartment, is refused), as boluses or infusions; the rest as in
     [`pk_iv_1cmt`][nlme_ppl.models.pk_iv_1cmt]. See
     [`iv_two_compartment_concentration`][nlme_ppl.models.pk_iv.iv_two_compartment_concentration].
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
-    return _iv_model("2cmt", error, "Two-compartment IV PK (CL, V1, Q, V2)", censoring)
+    return with_prior(_iv_model("2cmt", error, "Two-compartment IV PK (CL, V1, Q, V2)", censoring), prior)
 
 
 def _iv_model(kind: str, error: str, what: str, censoring: bool) -> IndividualModel:

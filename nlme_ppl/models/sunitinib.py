@@ -57,6 +57,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..data import CENTRAL, DEPOT
 from ._individual import IndividualModel
+from ._prior import with_prior
 from ._sunitinib_responses import _SERIES_RANGE, _SERIES_TERMS, _eigen_responses, _series_responses
 
 __all__ = [
@@ -263,7 +264,7 @@ def _check_doses(data) -> None:
         )
 
 
-def sunitinib() -> IndividualModel:
+def sunitinib(*, prior=None) -> IndividualModel:
     """The sunitinib / SU12662 parent–metabolite model (Yu et al. 2015), five compartments.
 
     Individual parameters (log scale, 70-kg values): `ka`, `V2`, `CLP`, `CLM`, `V3`, `Q34`,
@@ -277,9 +278,12 @@ def sunitinib() -> IndividualModel:
     weight `WT` (kg) per individual in `Dataset.covariates` (the simulator scales clearances by
     (WT/70)^0.75 and volumes by WT/70). The design prior (`SUNITINIB_DESIGN`) draws 1–28 daily
     doses of 25, 37.5 or 50 mg and 3–10 paired samples up to 12–48 h after the last dose.
+
+    Training prior: `prior={name: (mean, sd)}` (log scale) replaces those parameters' training priors by
+    `Normal(mean, sd)` ([`with_prior`][nlme_ppl.models.with_prior]); the fingerprint changes with it.
     """
     example = sunitinib_design_prior(jax.random.key(0), 1)
-    return IndividualModel(
+    return with_prior(IndividualModel(
         _program,
         {k: v[0] for k, v in example.items()},
         name="sunitinib",
@@ -288,4 +292,4 @@ def sunitinib() -> IndividualModel:
         data_check=_check_doses,
         analytes=(PARENT, METABOLITE),
         covariates={"WT": (75.0, 15.0)},
-    )
+    ), prior)
