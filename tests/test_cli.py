@@ -106,3 +106,36 @@ def test_fit_theophylline_nonmem_file(tmp_path):
     assert json.loads((tmp_path / "fit.json").read_text())["refined"] is False
     assert main(args + ["--fixed", "sigma_add", "--fixed-treatment", "kernel", "--num-starts", "2"]) == 0
     assert json.loads((tmp_path / "fit.json").read_text())["fixed_treatment"] == "kernel"
+
+
+@pytest.mark.heavy  # four Theophylline fits in one process, about 3 minutes
+def test_compare_and_covariates_commands(tmp_path):
+    """`nlme-ppl compare` and `nlme-ppl covariates` on folders written by `nlme-ppl fit`: the refits
+    reproduce the fits (the same settings and seed give the same surrogate log-likelihood), and
+    the tables are the ones `nlp.compare` and `nlp.covariate_search` define."""
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "examples" / "data" / "theophylline.csv"
+    base = ["fit", "--model", "pk_oral_1cmt", "--data", str(data), "--fixed", "sigma_add", "--no-refine", "--num-starts", "2", "--max-draws", "100"]
+    assert main(base + ["--out", str(tmp_path / "diag")]) == 0
+    assert main(base + ["--covariance", "full", "--out", str(tmp_path / "full")]) == 0
+    assert main(["compare", str(tmp_path / "diag"), str(tmp_path / "full"), "--no-loo", "--out", str(tmp_path / "cmp.csv")]) == 0
+    table = pd.read_csv(tmp_path / "cmp.csv", index_col=0)
+    assert set(table.index) == {"diag", "full"}
+    assert table.loc["full", "num_params"] - table.loc["diag", "num_params"] == 3  # the three correlations
+    np.testing.assert_allclose(table["ofv"], -2 * table["loglik"], rtol=1e-12)
+    np.testing.assert_allclose(table["aic"] - table["ofv"], 2 * table["num_params"], rtol=1e-12)
+    assert set(table["scale"]) == {"relative"}  # unrefined fits: the surrogate's own scale
+    for name in ("diag", "full"):
+        recorded = json.loads((tmp_path / name / "fit.json").read_text())["log_likelihood"]
+        assert abs(table.loc[name, "loglik"] - recorded) < 1e-6 * abs(recorded), name  # the refit reproduces the fit
+    out = tmp_path / "scm"
+    assert main(["covariates", "--fit", str(tmp_path / "diag"), "--candidate", "CL:WT", "--candidate", "V:WT", "--out", str(out)]) == 0
+    summary = json.loads((out / "covariates.json").read_text())
+    steps = pd.read_csv(out / "steps.csv")
+    assert set(summary["selected"]) <= {"CL~WT", "V~WT"}
+    first = steps[(steps["step"] == steps["step"].min()) & (steps["direction"] == "forward")]
+    assert set(first["relation"]) == {"CL~WT", "V~WT"}  # both candidates tested against the base model
+    assert ((steps["accepted"] & (steps["direction"] == "forward")) <= (steps["p_value"] < 0.05)).all()
+    assert (out / "parameters.csv").exists()
+    assert main(["covariates", "--fit", str(tmp_path / "diag"), "--candidate", "CLWT", "--out", str(out)]) == 2  # not PARAM:COVARIATE

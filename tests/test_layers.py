@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nlme_ppl.simulation",),
     ("nlme_ppl.estimators", "nlme_ppl.backends"),  # a backend is an estimator, reached only by the registry
     ("nlme_ppl._draws", "nlme_ppl.likelihood"),  # the surrogate's draws, and the handler
-    ("nlme_ppl.populations",),
+    ("nlme_ppl.populations", "nlme_ppl._covariate_forms", "nlme_ppl._bounded_normal"),  # population programs, their covariate forms and bounded prior
     ("nlme_ppl.diagnostics",),
     ("nlme_ppl.inference",),
     ("nlme_ppl.io",),  # the readers and the report

@@ -335,7 +335,7 @@ def test_shipped_estimator_recovers_the_published_population():
 
     data, phi = study(jax.random.key(0), 60)
     model = nlp.models.sunitinib()
-    fit = nlp.fit_map(population(model), nlp.pretrained("sunitinib"), data, jax.random.key(1), num_draws=4000, num_starts=4,
+    fit = nlp.fit_map(population(model), nlp.pretrained("sunitinib"), data, jax.random.key(1), num_draws=4000, max_draws=4000, num_starts=4,
                       diagnose=False)
     for name in (*RANDOM, "ka", "CLM"):
         i = model.param_names.index(name)
