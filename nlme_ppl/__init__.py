@@ -8,7 +8,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from . import demo as demo, diagnostics as diagnostics, estimators as estimators, models as models, populations as populations  # noqa: E402
+from . import demo as demo, designs as designs, diagnostics as diagnostics, estimators as estimators, models as models, populations as populations  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset, Doses as Doses  # noqa: E402
 from .estimators import (  # noqa: E402
@@ -57,6 +57,7 @@ __all__ = [
     "compare",
     "covariate_search",
     "demo",
+    "designs",
     "diagnostics",
     "estimators",
     "exact_init",

@@ -2,7 +2,7 @@
 
     nlme-ppl demo [--out DIR]
     nlme-ppl fit --model NAME --data FILE.csv [--covariance diag|full] [--fixed a,b] [--method map|nuts] --out DIR
-    nlme-ppl train --model NAME --out FILE
+    nlme-ppl train --model NAME [--designs-from FILE.csv] [--prior NAME=MEAN,SD ...] --out FILE
     nlme-ppl report --fit DIR --out report.html [--compare DIR ...]
 """
 
@@ -34,7 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--covariance", choices=("diag", "full"), default="diag")
     f.add_argument("--fixed", default="", help="comma-separated parameters without random effect, e.g. offset,sigma")
     f.add_argument("--method", choices=("map", "nuts"), default="map")
-    f.add_argument("--estimator", default=None, help="estimator file (default: the shipped pretrained one)")
+    f.add_argument("--estimator", default=None, help="estimator file (default: the shipped pretrained one); its training "
+                   "prior is read back from the file")
+    f.add_argument("--prior", action="append", default=[], metavar="NAME=MEAN,SD",
+                   help="the training prior of a parameter (log scale; repeatable), to rebuild the model the estimator was "
+                   "trained with; not needed with --estimator, whose file records it (given, it must match)")
     f.add_argument("--num-draws", type=int, default=100)
     f.add_argument("--num-starts", type=int, default=10)
     f.add_argument("--num-chains", type=int, default=4)
@@ -67,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--loss-plot", default=None, help="PNG of the loss curves (default: next to --out)")
+    t.add_argument("--designs-from", default=None, metavar="FILE.csv",
+                   help="train on the designs of this NONMEM CSV (its individuals' doses, routes, sampling times, covariates, "
+                   "limits), resampled (nlp.designs.like); default: the model's built-in design prior")
+    t.add_argument("--time-jitter", type=float, default=0.0, help="with --designs-from: relative SD of the times (e.g. 0.1)")
+    t.add_argument("--amount-jitter", type=float, default=0.0, help="with --designs-from: relative SD of the dose amounts")
+    t.add_argument("--samples", default=None, metavar="LO,HI",
+                   help="with --designs-from: scale each individual's number of samples by a factor in [LO, HI], e.g. 0.5,1.5")
+    t.add_argument("--prior", action="append", default=[], metavar="NAME=MEAN,SD",
+                   help="the training prior of a parameter, Normal(MEAN, SD) on the log scale (repeatable), e.g. CL=0,1.5")
     r = sub.add_parser("report", help="write one self-contained HTML report of a fit made by `nlme-ppl fit`")
     r.add_argument("--fit", required=True, help="the folder `nlme-ppl fit --out` wrote")
     r.add_argument("--out", required=True, help="HTML file to write, e.g. report.html")
@@ -110,8 +123,20 @@ def _fit(args) -> int:
 
     import nlme_ppl as nlp
 
-    model = nlp.models.get(args.model)
-    post = nlp.load_posterior(args.estimator, model=model) if args.estimator else nlp.pretrained(args.model)
+    model = nlp.models.get(args.model, prior=_priors(args.prior))
+    if args.estimator and not args.prior:  # the file records the training prior: rebuild the model with it
+        post = nlp.load_posterior(args.estimator)
+        if post.model.name != model.name:
+            raise ValueError(f"the estimator {args.estimator} was trained for model {post.model.name!r}, not {model.name!r}; "
+                             f"pass --model {post.model.name}, or another estimator.")
+        model = post.model
+    elif args.estimator:
+        post = nlp.load_posterior(args.estimator, model=model)
+    elif args.prior:
+        raise ValueError("--prior changes the training prior, and the shipped estimator was trained under the default one; "
+                         "train an estimator with it (nlme-ppl train --prior ...) and pass --estimator.")
+    else:
+        post = nlp.pretrained(args.model)
     data = nlp.read_nonmem(args.data)
     fixed = tuple(s.strip() for s in args.fixed.split(",") if s.strip())
     population = nlp.populations.gaussian(model, covariance=args.covariance, fixed=fixed)
@@ -257,7 +282,7 @@ def _train(args) -> int:
     import nlme_ppl as nlp
     from nlme_ppl.estimators import PRETRAINED_CONFIGS, TrainConfig
 
-    model = nlp.models.get(args.model)
+    model = nlp.models.get(args.model, prior=_priors(args.prior))
     num_sims, config, seed = PRETRAINED_CONFIGS.get(args.model, (100_000, TrainConfig(), 0))
     if args.max_epochs is not None:
         import dataclasses
@@ -268,10 +293,48 @@ def _train(args) -> int:
     out = Path(args.out)
     loss_plot = args.loss_plot or out.with_suffix(".loss.png")
     t0 = time.perf_counter()
-    post = nlp.train(model, jax.random.key(seed), num_simulations=num_sims, config=config, loss_plot=loss_plot)
+    designs, what = None, "its built-in design prior"
+    if args.designs_from:
+        designs = nlp.designs.like(nlp.read_nonmem(args.designs_from), time_jitter=args.time_jitter, amount_jitter=args.amount_jitter,
+                                   samples=_pair(args.samples, "--samples"), source=_file_source(args.designs_from))  # fmt: skip
+        what = f"the designs of {args.designs_from} ({designs.data.num_individuals} individuals)"
+    elif args.time_jitter or args.amount_jitter or args.samples:
+        raise ValueError("--time-jitter, --amount-jitter and --samples apply to --designs-from FILE.csv; give the file.")
+    post = nlp.train(model, jax.random.key(seed), num_simulations=num_sims, config=config, loss_plot=loss_plot, designs=designs)
     post.save(out)
-    print(f"trained {args.model} on {num_sims} simulations (seed {seed}) in {time.perf_counter() - t0:.0f} s; wrote {out} and {loss_plot}")
+    print(f"trained {args.model} on {num_sims} simulations of {what} (seed {seed}) in {time.perf_counter() - t0:.0f} s; "
+          f"wrote {out} and {loss_plot}")
     return 0
+
+
+def _priors(items) -> dict[str, tuple[float, float]] | None:
+    """`--prior NAME=MEAN,SD` options as `{NAME: (MEAN, SD)}` (None when there are none)."""
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--prior {item!r}: give NAME=MEAN,SD on the log scale, e.g. CL=0,1.5.")
+        if name.strip() in out:
+            raise ValueError(f"--prior names {name.strip()!r} twice; give each parameter once.")
+        out[name.strip()] = _pair(value, f"--prior {name.strip()}")
+    return out or None
+
+
+def _pair(text, what: str):
+    if text is None:
+        return None
+    try:
+        a, b = (float(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{what}: expected two numbers separated by a comma, e.g. 0,1.5; got {text!r}.") from None
+    return a, b
+
+
+def _file_source(path) -> dict:
+    import hashlib
+
+    p = Path(path)
+    return {"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()[:16]}
 
 
 def main(argv=None) -> int:

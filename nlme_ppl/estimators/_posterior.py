@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,9 @@ class AmortizedPosterior(eqx.Module):
     - `param_loc`, `param_scale`: the parameter standardisation, `φ = loc + scale · z`.
     - `config`: the [`TrainConfig`][nlme_ppl.TrainConfig] it was built and trained with.
     - `history`: the [`TrainingHistory`][nlme_ppl.estimators.TrainingHistory] (losses per epoch, best epoch, timings).
+    - `design_record`: how its training designs were made, as JSON (the file's `designs` block:
+      `{"kind": "builtin" | "like", ..., "envelope": {...}}`; see [`check_designs`][nlme_ppl.designs.check_designs]),
+      or `""` (a file written before it was recorded).
     """
 
     model: IndividualModel
@@ -133,6 +137,7 @@ class AmortizedPosterior(eqx.Module):
     param_scale: Float[Array, " k"]
     config: TrainConfig
     history: TrainingHistory
+    design_record: str = eqx.field(static=True, default="")
 
     #: the archive registry's name of this backend
     backend = "flowjax"
@@ -261,6 +266,8 @@ class AmortizedPosterior(eqx.Module):
         buf = io.BytesIO()
         eqx.tree_serialise_leaves(buf, self._payload())
         meta = {"config": self.config.to_dict(), "architecture": {"num_params": self.num_params}, "history": self.history.to_dict()}
+        if self.design_record:
+            meta["designs"] = json.loads(self.design_record)
         return meta, buf.getvalue()
 
     @classmethod
@@ -284,7 +291,10 @@ class AmortizedPosterior(eqx.Module):
             summary, flow, loc, scale = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
         except Exception as e:  # noqa: BLE001 - any failure here means the leaves do not fit the skeleton
             raise ArchiveError(f"its weights do not fit the architecture in its metadata ({type(e).__name__}: {e}).") from None
-        return cls(model=model, summary=summary, flow=flow, param_loc=loc, param_scale=scale, config=config, history=history)
+        designs = metadata.get("designs")
+        record = json.dumps(designs, sort_keys=True) if isinstance(designs, dict) else ""
+        return cls(model=model, summary=summary, flow=flow, param_loc=loc, param_scale=scale, config=config, history=history,
+                   design_record=record)
 
     def __repr__(self) -> str:
         h = self.history

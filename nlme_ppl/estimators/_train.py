@@ -8,6 +8,7 @@ maximum likelihood. Other backends (`backend="sbi"`) are reached through the arc
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -23,7 +24,10 @@ from tqdm.auto import tqdm
 
 from .._validate import check_keys, positive_int
 from ..io.serialization import backend_names, get_backend
+from ..data import Dataset
+from ..designs import DataDesigns, builtin_record, envelope_of, like, merge_envelopes, record_of
 from ..models import IndividualModel
+from ..models._prior import with_design_prior
 from ..simulation import Simulations, simulate
 from ._config import TrainConfig
 from ._encoding import encode, num_channels
@@ -49,6 +53,7 @@ def train(
     progress: bool = True,
     loss_plot: str | Path | None = None,
     backend: str = "flowjax",
+    designs=None,
 ) -> Posterior:
     """Train an amortized posterior q(φ | y) for `model`.
 
@@ -73,6 +78,12 @@ def train(
     - `backend`: `"flowjax"`, or `"sbi"`: sbi's neural posterior estimation
       ([`train_sbi`][nlme_ppl.backends.sbi.train_sbi]; needs the `[sbi]` extra), simulating with
       the model's torch simulator where it has one. Any backend in the archive registry.
+    - `designs`: the training designs: `None` (the model's own design prior), a
+      [`Dataset`][nlme_ppl.Dataset] whose individuals' designs are resampled
+      ([`nlp.designs.like(data)`][nlme_ppl.designs.like]), or such a design prior with options
+      (`nlp.designs.like(data, time_jitter=0.1, samples=(0.5, 1.5))`). The estimator records
+      how its designs were made (`design_record`, the file's `designs` block), and `fit_map` /
+      `fit_nuts` warn ([`DesignWarning`][nlme_ppl.designs.DesignWarning]) for data outside them.
 
     **Returns:** a [`Posterior`][nlme_ppl.estimators.Posterior]: an
     [`AmortizedPosterior`][nlme_ppl.AmortizedPosterior] (an
@@ -85,7 +96,10 @@ def train(
         raise ValueError(f"`backend` must be one of {backend_names()}; got {backend!r}.") from None
     if trainer is None:
         raise ValueError(f"backend {backend!r} loads estimators but cannot train them.")
-    post = trainer(model, key, simulations=simulations, num_simulations=num_simulations, config=config, progress=progress)
+    trained, record = _with_designs(model, designs, simulations)
+    post = trainer(trained, key, simulations=simulations, num_simulations=num_simulations, config=config, progress=progress)
+    if hasattr(post, "design_record"):
+        post = dataclasses.replace(post, model=model, design_record=json.dumps(record, sort_keys=True))
     if loss_plot is not None:
         fresh = ", fresh ones each epoch" if getattr(post.config, "online", False) else ""
         plot_losses(post.history, loss_plot, f"{model.name}: {post.history.num_train} training simulations{fresh}")
@@ -142,6 +156,29 @@ def train_flowjax(
 
 
 # ---------------------------------------------------------------------- the steps
+
+
+def _with_designs(model, designs, simulations) -> tuple[IndividualModel, dict]:
+    """The model to simulate from (its design prior replaced by `designs`' where given) and the
+    record of its designs (`kind`, options, and the `envelope` they cover)."""
+    if not isinstance(model, IndividualModel):
+        raise TypeError(f"`model` must be an IndividualModel (e.g. nlp.models.frohlich_simple()); got {type(model).__name__}.")
+    if designs is None:
+        kind = "simulations" if simulations is not None else "builtin"
+        record = builtin_record(model) if simulations is None else record_of(kind, simulations.data)
+        return model, {**record, "kind": kind}
+    if simulations is not None:
+        raise ValueError("pass `designs` with `num_simulations` (the designs are simulated), not with `simulations`.")
+    if isinstance(designs, Dataset):
+        designs = like(designs)
+    if not isinstance(designs, DataDesigns):
+        raise TypeError(f"`designs` must be a nlme_ppl.Dataset or nlp.designs.like(data, ...); got {type(designs).__name__}.")
+    prior = designs.for_model(model)
+    trained = with_design_prior(model, prior)
+    sampled = builtin_record(trained)
+    envelope = merge_envelopes(sampled["envelope"], envelope_of(prior.data))
+    return trained, {**prior.record(), "sampled": sampled["sampled"], "envelope": envelope}
+
 
 
 def _check_arguments(model, key, config) -> TrainConfig:

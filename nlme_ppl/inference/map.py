@@ -15,6 +15,7 @@ from numpyro.infer.util import unconstrain_fn
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
+from ..designs import check_designs
 from ..diagnostics import SurrogateWarning, importance_from_fit
 from ..likelihood import SurrogateDraws, prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
@@ -194,6 +195,10 @@ def fit_map(
     coordinates (about the Newton decrement) has norm ≤ `tol`·(1 + |f|) within `max_iter`
     iterations.
 
+    Data whose designs lie outside what the estimator was trained on (more doses or samples,
+    longer follow-up, a route, steady state or resets it never saw) warn first with a
+    [`DesignWarning`][nlme_ppl.designs.DesignWarning] ([`check_designs`][nlme_ppl.designs.check_designs]).
+
     With `diagnose=True` (default) the result carries two checks of the surrogate, and each
     warns with a [`SurrogateWarning`][nlme_ppl.diagnostics.SurrogateWarning] naming the
     individuals concerned: `importance` (PSIS Pareto k > 0.7 of an individual's importance
@@ -243,6 +248,8 @@ def fit_map(
     check_keys(key)
     num_draws = positive_int(num_draws, name="num_draws")
     max_draws = _max_draws(max_draws, num_draws)
+    if isinstance(data, Dataset):
+        check_designs(posterior, data, stacklevel=2)
     posterior = refined_posterior(posterior, data, key, refine)
     k_draws, k_fresh, k_fit = jax.random.split(key, 3)
     cross = wants_cross_products(population)

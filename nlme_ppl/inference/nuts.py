@@ -13,6 +13,7 @@ from numpyro.infer.util import log_likelihood as site_log_likelihood
 
 from .._validate import check_keys, positive_int
 from ..data import Dataset
+from ..designs import check_designs
 from ..likelihood import prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
 from ._mcmc import run_nuts
@@ -112,6 +113,8 @@ def fit_nuts(
     `log_likelihood_individual`, and `az.loo` then leaves out one observation at a time).
     """
     check_keys(key)
+    if isinstance(data, Dataset):
+        check_designs(posterior, data, stacklevel=2)
     if log_likelihood not in ("individual", "observation"):
         raise ValueError(f"`log_likelihood` must be 'individual' or 'observation'; got {log_likelihood!r}.")
     if log_likelihood == "observation" and not (posterior_predictive and posterior.model.tractable):

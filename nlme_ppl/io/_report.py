@@ -279,9 +279,9 @@ def fit_from_dir(fit_dir: str | Path):
     if missing:
         raise ValueError(f"{spec} lacks the settings {missing} that the report needs to redo the fit; rerun `nlme-ppl fit` "
                          "with this version of nlme_ppl.")  # fmt: skip
-    model = models.get(settings["model"])
     est = settings["estimator"]
-    post = load_posterior(est, model=model) if est else pretrained(settings["model"])
+    post = load_posterior(est) if est else pretrained(settings["model"])  # a file rebuilds its model's training prior
+    model = post.model if est else models.get(settings["model"])
     data = read_nonmem(settings["data"])
     population = populations.gaussian(model, covariance=settings["covariance"], fixed=tuple(settings["fixed"]))
     key = jax.random.key(int(settings["seed"]))

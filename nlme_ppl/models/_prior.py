@@ -20,7 +20,7 @@ from numpyro.primitives import Messenger
 
 from ._individual import IndividualModel
 
-__all__ = ["check_prior", "prior_from_spec", "with_prior"]
+__all__ = ["check_prior", "prior_from_spec", "with_design_prior", "with_prior"]
 
 
 class _SwapPrior(Messenger):
@@ -89,12 +89,22 @@ def with_prior(model: IndividualModel, prior: Mapping[str, tuple[float, float]] 
     triples = check_prior(model, prior)
     if not triples:
         return model
+    return _rebuild(model, _program(model.fn, triples), model.design_prior)
+
+
+def with_design_prior(model: IndividualModel, design_prior) -> IndividualModel:
+    """`model` simulating its training designs from `design_prior` (`(key, n) -> batched
+    designs`, e.g. [`nlp.designs.like`][nlme_ppl.designs.like]); its fingerprint is unchanged."""
+    return _rebuild(model, model.fn, design_prior)
+
+
+def _rebuild(model: IndividualModel, fn, design_prior) -> IndividualModel:
     return IndividualModel(
-        _program(model.fn, triples),
+        fn,
         dict(model.design),
         name=model.name,
         obs_site=model.obs_site,
-        design_prior=model.design_prior,
+        design_prior=design_prior,
         description=model.description,
         exchangeable=model.exchangeable,
         tractable=model.tractable,
