@@ -17,7 +17,7 @@ from ._envelope import (
     merge_envelopes as merge_envelopes,
     record_of as record_of,
 )
-from ._like import DataDesigns as DataDesigns, data_hash as data_hash, like as like
+from ._like import CLIP_BOUND as CLIP_BOUND, DataDesigns as DataDesigns, data_hash as data_hash, like as like
 
-__all__ = ["DataDesigns", "DesignWarning", "builtin_record", "check_designs", "data_hash", "design_problems", "envelope_of",
+__all__ = ["CLIP_BOUND", "DataDesigns", "DesignWarning", "builtin_record", "check_designs", "data_hash", "design_problems", "envelope_of",
            "like", "merge_envelopes", "record_of"]

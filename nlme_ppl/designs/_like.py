@@ -23,6 +23,7 @@ __all__ = ["DataDesigns", "like"]
 _PER_OBSERVATION = ("times", "mask", "lloq", "obs_cmt")
 #: Jitter factors exp(σ z) use z ~ N(0, 1) clipped to ±this, so every factor lies in exp(±2σ).
 CLIP = 2.0
+CLIP_BOUND = CLIP
 
 
 class DataDesigns:
