@@ -32,7 +32,7 @@ demo: $(STAMP)
 # load torch, which must not share a process with the rest of the suite's XLA compilations (a
 # torch-loaded process segfaulted in one), and one process holding all of the suite's compiled
 # programs for 25 minutes aborted in an XLA compile near its end.
-TEST_GROUPS := "tests/diagnostics tests/estimators tests/io tests/backends/test_import.py" \
+TEST_GROUPS := "tests/diagnostics tests/estimators tests/io tests/designs tests/backends/test_import.py" \
 	"tests/inference tests/models" \
 	"tests/test_*.py" \
 	"tests/backends/sbi"

@@ -8,6 +8,14 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
+import numpyro as _numpyro  # noqa: E402
+
+# arviz 1.x registers `numpyro` as a lazy module (importlib.util.LazyLoader). If a submodule
+# import (`import numpyro.distributions.constraints`) is the first touch, numpyro.distributions
+# ends up without its `distribution` attribute and `numpyro.factor` fails with an AttributeError
+# (`import arviz` then `import nlme_ppl` did). Touching an attribute loads numpyro fully first.
+_numpyro.__version__
+
 from . import demo as demo, designs as designs, diagnostics as diagnostics, estimators as estimators, models as models, populations as populations  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset, Doses as Doses  # noqa: E402

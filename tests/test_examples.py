@@ -16,6 +16,7 @@ TINY = {
     "multi_experiment.py": ["--num-individuals", "60"],
     "theophylline.py": ["--num-warmup", "30", "--num-samples", "30"],
     "pk_censored.py": ["--num-individuals", "30"],
+    "phenobarb.py": ["--num-simulations", "2000", "--max-epochs", "2"],
     "sunitinib.py": ["--num-individuals", "20", "--num-draws", "200"],
     "sbi_sde.py": ["--num-simulations", "2000", "--max-epochs", "2", "--num-individuals", "20", "--num-warmup", "20", "--num-samples", "20"],
 }
@@ -28,8 +29,11 @@ def test_every_example_has_tiny_settings():
 #: Examples whose tiny run still takes minutes: run by make test-all, not by make test (measured
 #: in one suite run on 2 cores: sunitinib 394 s, pk_censored 164 s, multi_experiment 119 s; their
 #: models are tested in tests/models, censoring in tests/models/test_censoring.py, covariate
-#: effects in tests/test_populations.py).
-HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py", "multi_experiment.py"}
+#: effects in tests/test_populations.py). Also, to keep `make test` under 45 minutes (stop 30's
+#: run: theophylline 78 s, exact_check 73 s, custom_model 57 s): the Theophylline fit is tested by
+#: tests/test_cli.py and tests/models/test_pk.py, the exact baseline by tests/diagnostics/test_exact.py,
+#: training a user's model by tests/estimators/test_train.py.
+HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py", "multi_experiment.py", "theophylline.py", "exact_check.py", "custom_model.py"}
 
 
 @pytest.mark.slow

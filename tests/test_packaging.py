@@ -76,3 +76,12 @@ def test_make_test_runs_every_test_file():
     every = set((ROOT / "tests").rglob("test_*.py"))
     assert every - set(covered) == set(), f"test files outside TEST_GROUPS: {every - set(covered)}"
     assert len(covered) == len(set(covered)), "a test file is in two groups (it would run twice)"
+
+
+def test_importing_arviz_first_keeps_numpyro_whole():
+    """arviz 1.x makes `numpyro` a lazy module; importing nlme_ppl after it once left
+    numpyro.distributions without `distribution`, and every `numpyro.factor` (the surrogate's
+    likelihood) failed. The README's example imports arviz first."""
+    code = "import arviz\nimport nlme_ppl\nimport numpyro\nassert hasattr(numpyro.distributions, 'distribution')"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -163,6 +163,7 @@ def test_missing_covariate_names_it(data):
         log_density(pop, (data,), {}, {"mean": jnp.zeros(2), "sd": jnp.ones(2), "beta": jnp.zeros(1), "a": jnp.zeros(4), "b": jnp.zeros(4)})
 
 
+@pytest.mark.heavy  # 78 s; the covariate forms' recovery with the shipped pk estimator (tests/test_covariate_forms.py) runs by default
 def test_covariate_effects_are_recovered_by_map():
     """Synthetic cells of two experiments (γ differs by 1.6 on log scale) whose expression level
     also depends on a continuous covariate (slope 0.5): MAP with the shipped estimator recovers
