@@ -30,10 +30,12 @@ def test_every_example_has_tiny_settings():
 #: in one suite run on 2 cores: sunitinib 394 s, pk_censored 164 s, multi_experiment 119 s; their
 #: models are tested in tests/models, censoring in tests/models/test_censoring.py, covariate
 #: effects in tests/test_populations.py). Also, to keep `make test` under 45 minutes (stop 30's
-#: run: theophylline 78 s, exact_check 73 s, custom_model 57 s): the Theophylline fit is tested by
+#: run: theophylline 78 s, exact_check 73 s, custom_model 57 s, frohlich_population 33-118 s): the
+#: demo population's NUTS fits and LOO comparison are tested in tests/inference; the Theophylline fit by
 #: tests/test_cli.py and tests/models/test_pk.py, the exact baseline by tests/diagnostics/test_exact.py,
 #: training a user's model by tests/estimators/test_train.py.
-HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py", "multi_experiment.py", "theophylline.py", "exact_check.py", "custom_model.py"}
+HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py", "multi_experiment.py", "theophylline.py", "exact_check.py", "custom_model.py",
+         "frohlich_population.py"}
 
 
 @pytest.mark.slow
