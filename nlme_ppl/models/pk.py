@@ -12,14 +12,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 from jaxtyping import Array, Float
 
 from ..data import CENTRAL, DEPOT
-from ._censoring import LeftCensored
 from ._individual import IndividualModel
 from ._prior import with_prior
+from ._pk_program import PK_ERROR_PRIOR as PK_ERROR_PRIOR, SD_FLOOR as _SD_FLOOR, error_name, pk_model  # re-exported
 from ._pk_designs import add_dose_records, add_lloq
 from ._pk_closed_forms import bolus_series, dose_grid, infusion_series, live, oral_1cmt_ss_extra, two_compartment_rates
 from .frohlich import bateman
@@ -37,10 +35,6 @@ __all__ = [
 #: Training prior of the structural parameters of `pk_oral_1cmt` (log scale): name -> (mean, SD).
 #: Units: ka in 1/h, CL in L/h, V in L, with doses in mg and concentrations in mg/L.
 PK_ORAL_1CMT_PRIOR = {"ka": (0.0, 1.0), "CL": (1.0, 1.0), "V": (3.5, 1.0)}
-#: Training prior of the residual-error parameters (log scale): additive SD (mg/L) and proportional SD (fraction).
-PK_ERROR_PRIOR = {"sigma_add": (-1.0, 1.0), "sigma_prop": (-2.0, 0.7)}
-_SD_FLOOR = 1e-4  # mg/L, only for the proportional error model
-_ERRORS = {"additive": ("sigma_add",), "proportional": ("sigma_prop",), "combined": ("sigma_add", "sigma_prop")}
 
 #: Design prior of the shipped estimator: dose numbers, intervals, amounts and sampling.
 PK_DESIGN = {
@@ -101,32 +95,6 @@ def _superpose(oral, iv, infusion, rate, dose_cmt, acting):
     return jnp.sum(jnp.where(acting, term, 0.0), axis=1)
 
 
-def _make_program(error: str, prior: dict, concentration, censoring: bool):
-    """The NumPyro program of a PK model: `prior` (name -> (mean, SD), log scale) for the
-    structural parameters in the order `concentration` takes them, then the error parameters;
-    with `censoring`, observations below the design's `lloq` are censored (M3)."""
-    sigma_names = _ERRORS[error]
-
-    def program(design, obs=None):
-        p = [numpyro.sample(n, dist.Normal(m, s)) for n, (m, s) in prior.items()]
-        sig = {n: numpyro.sample(n, dist.Normal(*PK_ERROR_PRIOR[n])) for n in sigma_names}
-        conc = concentration(
-            design["times"], design["dose_times"], design["dose_amounts"], design["dose_rates"], design["dose_cmt"],
-            design["dose_mask"], *(jnp.exp(x) for x in p), dose_ii=design.get("dose_ii"), dose_end=design.get("dose_end"),
-        )
-        var = jnp.zeros_like(conc)
-        if "sigma_add" in sig:
-            var = var + jnp.exp(2 * sig["sigma_add"])
-        if "sigma_prop" in sig:
-            var = var + (jnp.exp(sig["sigma_prop"]) * conc) ** 2
-        # floor: a proportional error has SD 0 where C = 0 (before the first dose); 1e-4 mg/L keeps it a density
-        sd = jnp.sqrt(var + _SD_FLOOR**2) if "sigma_add" not in sig else jnp.sqrt(var)
-        noise = LeftCensored(dist.Normal(conc, sd), design["lloq"]) if censoring else dist.Normal(conc, sd)
-        numpyro.sample("obs", noise.mask(design["mask"]).to_event(1), obs=obs)
-
-    return program
-
-
 def two_compartment_concentration(
     times: Float[Array, " T"], dose_times, dose_amounts, dose_rates, dose_cmt, dose_mask, ka, CL, V1, Q, V2, *, dose_ii=None,
     dose_end=None,
@@ -184,14 +152,6 @@ _STRUCTURAL = {
     "1cmt": (PK_ORAL_1CMT_PRIOR, one_compartment_concentration),
     "2cmt": (PK_ORAL_2CMT_PRIOR, two_compartment_concentration),
 }
-
-
-@functools.lru_cache(maxsize=None)
-def _program(kind: str, error: str, censoring: bool):
-    """One program object per (model, error, censoring): compiled simulators are cached by it."""
-    prog = _make_program(error, *_STRUCTURAL[kind], censoring)
-    prog.__name__ = f"pk_oral_{kind}_{error}" + ("_censored" if censoring else "")
-    return prog
 
 
 def pk_design_prior(key, num: int, *, design=PK_DESIGN, censoring: bool = False, steady_state: bool = False) -> dict:
@@ -296,10 +256,6 @@ def pk_oral_1cmt(*, error: str = "additive", censoring: bool = False, steady_sta
     return with_prior(_pk_model("1cmt", error, "One-compartment oral PK (ka, CL, V)", censoring, steady_state), prior)
 
 
-def _error_name(base: str, error: str) -> str:
-    return base if error == "additive" else f"{base}_{error}"
-
-
 def pk_oral_2cmt(*, error: str = "additive", censoring: bool = False, steady_state: bool = False, prior=None) -> IndividualModel:
     """Two-compartment model with first-order absorption: `ka` (1/h), `CL` (L/h), `V1`
     (central, L), `Q` (intercompartmental clearance, L/h), `V2` (peripheral, L), on the log
@@ -327,18 +283,12 @@ def _design_prior(censoring: bool, steady_state: bool):
 
 def _pk_model(kind: str, error: str, what: str, censoring: bool, steady_state: bool = False) -> IndividualModel:
     """A built-in PK model: the `kind` program, the design prior, and the dose check."""
-    if error not in _ERRORS:
-        raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
     censoring, steady_state = bool(censoring), bool(steady_state)
-    name = _error_name(f"pk_oral_{kind}", error) + ("_ss" if steady_state else "") + ("_censored" if censoring else "")
-    prior = _design_prior(censoring, steady_state)
-    example = prior(jax.random.key(0), 1)
-    return IndividualModel(
-        _program(kind, error, censoring),
-        {k: v[0] for k, v in example.items()},
-        name=name,
-        design_prior=prior,
+    base = f"pk_oral_{kind}"
+    return pk_model(
+        base, _STRUCTURAL[kind], error=error, censoring=censoring, suffix="_ss" if steady_state else "",
+        design_prior=_design_prior(censoring, steady_state),
         description=f"{what}, {error} error{', censored below the LLOQ (M3)' if censoring else ''}, "
         "closed form with superposition over doses" + (", steady state and resets." if steady_state else "."),
-        data_check=_dose_check(name),
+        data_check=_dose_check(error_name(base, error) + ("_ss" if steady_state else "") + ("_censored" if censoring else "")),
     )

@@ -9,7 +9,6 @@ in `tests/models/test_pk_iv.py`.
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ from ._individual import IndividualModel
 from ._prior import with_prior
 from ._pk_closed_forms import bolus_series, dose_grid, infusion_series, live, modal_bolus, modal_infusion, two_compartment_rates
 from ._pk_designs import add_dose_records, add_lloq
-from .pk import _ERRORS, _error_name, _make_program
+from ._pk_program import pk_model
 
 __all__ = [
     "IV_CENTRAL", "PK_IV_1CMT_PRIOR", "PK_IV_2CMT_PRIOR", "PK_IV_DESIGN", "iv_one_compartment_concentration",
@@ -158,14 +157,6 @@ _STRUCTURAL = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _program(kind: str, error: str, censoring: bool):
-    """One program object per (model, error, censoring): compiled simulators are cached by it."""
-    prog = _make_program(error, *_STRUCTURAL[kind], censoring)
-    prog.__name__ = f"pk_iv_{kind}_{error}" + ("_censored" if censoring else "")
-    return prog
-
-
 def pk_iv_1cmt(*, error: str = "additive", censoring: bool = False, prior=None) -> IndividualModel:
     """One-compartment IV model (NONMEM ADVAN1): `CL` (L/h) and `V` (L) on the log scale, then
     the residual error.
@@ -206,17 +197,9 @@ def pk_iv_2cmt(*, error: str = "additive", censoring: bool = False, prior=None) 
 
 
 def _iv_model(kind: str, error: str, what: str, censoring: bool) -> IndividualModel:
-    if error not in _ERRORS:
-        raise ValueError(f"`error` must be one of {sorted(_ERRORS)}; got {error!r}.")
-    censoring = bool(censoring)
-    name = _error_name(f"pk_iv_{kind}", error) + ("_censored" if censoring else "")
-    prior = pk_iv_censored_design_prior if censoring else pk_iv_design_prior
-    example = prior(jax.random.key(0), 1)
-    return IndividualModel(
-        _program(kind, error, censoring),
-        {k: v[0] for k, v in example.items()},
-        name=name,
-        design_prior=prior,
+    return pk_model(
+        f"pk_iv_{kind}", _STRUCTURAL[kind], error=error, censoring=censoring,
+        design_prior=pk_iv_censored_design_prior if censoring else pk_iv_design_prior,
         description=f"{what}, {error} error{', censored below the LLOQ (M3)' if censoring else ''}, closed form with "
         "superposition over IV boluses and infusions, steady state and resets.",
         dose_compartments={IV_CENTRAL: "central"},
