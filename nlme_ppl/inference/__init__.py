@@ -11,11 +11,12 @@ from .loglik import ObjectiveFunction as ObjectiveFunction, objective_function a
 from .map import MAPResult as MAPResult, fit_map as fit_map
 from .profile import ProfileResult as ProfileResult, plot_waterfall as plot_waterfall, profile as profile
 from .nuts import fit_nuts as fit_nuts
+from .vae import VAEResult as VAEResult, fit_vae as fit_vae
 from .refine import RefinedPosterior as RefinedPosterior, refine as refine
 from .selection import CovariateSearchResult as CovariateSearchResult, compare as compare, covariate_search as covariate_search
 
 __all__ = [
     "BootstrapResult", "CovariateSearchResult", "compare", "covariate_search", "FitDiagnostics", "MAPResult", "ObjectiveFunction", "ProfileResult", "bootstrap", "objective_function",
     "plot_waterfall", "profile", "training_evidence", "diagnose_fit", "expand_fixed", "fixed_point", "exact_init", "exact_model", "fit_exact_individual", "fit_exact_nuts",
-    "fit_map", "fit_nuts", "RefinedPosterior", "refine",
+    "fit_map", "fit_nuts", "fit_vae", "VAEResult", "RefinedPosterior", "refine",
 ]

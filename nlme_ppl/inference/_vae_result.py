@@ -155,12 +155,15 @@ class VAEResult(eqx.Module):
         fig, ax = plt.subplots(figsize=(6.5, 4)) if ax is None else (ax.figure, ax)
         hist = np.asarray(self.elbo_history)
         steps = np.arange(1, hist.shape[1] + 1)
-        for s, h in enumerate(hist):
-            ax.plot(steps, h, lw=1.2 if s == self.best else 0.7, alpha=1.0 if s == self.best else 0.5,
-                    label="best start" if s == self.best else None)  # fmt: skip
+        width = max(1, hist.shape[1] // 50)  # a running mean: each step's ELBO is a Monte Carlo estimate
+        smooth = np.stack([np.convolve(h, np.ones(width) / width, mode="valid") for h in hist])
+        ax.plot(steps, hist[self.best], color="0.8", lw=0.5, label="best start, each step")
+        for s, h in enumerate(smooth):
+            ax.plot(steps[width - 1 :], h, lw=1.6 if s == self.best else 0.8, alpha=1.0 if s == self.best else 0.6,
+                    label=f"start {s} (best), running mean" if s == self.best else None)  # fmt: skip
         ax.axhline(self.loglik, color="k", ls="--", lw=1, label=f"log-likelihood (IS) {self.loglik:.1f}")
-        tail = hist[:, hist.shape[1] // 4 :]
-        lo = np.nanpercentile(tail, 2)
+        tail = smooth[:, smooth.shape[1] // 4 :]
+        lo = np.nanmin(tail)
         hi = max(np.nanmax(tail), self.loglik)
         ax.set_ylim(lo - 0.05 * (hi - lo + 1), hi + 0.05 * (hi - lo + 1))
         ax.set_xlabel("Adam step")

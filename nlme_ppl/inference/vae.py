@@ -29,7 +29,7 @@ from ..data import Dataset
 from ..models import IndividualModel
 from ._checks import check_data, check_masking, check_model, prior_centre
 from ._labels import flatten_params
-from ._uncertainty import label_covariances
+from ._uncertainty import Covariances
 from ._vae_marginal import draw_proposal, information, marginal
 from ._vae_model import build_encoder, build_layout, encode_all, encoder_inputs
 from ._vae_result import VAEResult, identifiability_report
@@ -153,7 +153,7 @@ def fit_vae(
         values = flatten_params(population, layout.constrain(unravel_b(zf), data))
         return jnp.stack([jnp.asarray(values[k], jnp.float64) for k in labels])
 
-    cov = label_covariances(-hess, scores, flat, jnp.asarray(zflat), labels)
+    cov = _covariances(-hess, scores, np.asarray(jax.jacfwd(flat)(jnp.asarray(zflat))), labels)
     with np.errstate(invalid="ignore", divide="ignore"):
         sd = np.sqrt(np.diag(cov.hessian))
         corr = cov.hessian / np.outer(sd, sd)
@@ -178,3 +178,26 @@ def fit_vae(
         pointwise=pw_b, pointwise_mc_se=se_b, identifiability=report, encoder=enc_b, seconds=time.perf_counter() - t0,
         ids=tuple(data.ids), param_names=tuple(model.param_names), population=population, site=site,
     )  # fmt: skip
+
+
+def _covariances(info: np.ndarray, scores: np.ndarray, jac: np.ndarray, labels, *, rtol: float = 1e-8) -> Covariances:
+    """The inverse-information and sandwich covariances of the labelled estimates, from the
+    observed information `info` `(d, d)` in z, the scores `(N, d)` and the Jacobian `(L, d)` of
+    the labels in z.
+
+    Where the information is singular (an eigenvalue at most `rtol` times the largest, or
+    negative: a direction the data do not identify, e.g. two parameters entering as a product),
+    the generalised inverse is taken on the identified directions, and the labels that load on
+    an unidentified direction get NaN variances (their SEs are not finite), while the others
+    keep theirs."""
+    info = 0.5 * (info + info.T)
+    w, v = np.linalg.eigh(info)
+    good = w > rtol * max(float(np.max(np.abs(w))), 1e-300)
+    cov_z = (v[:, good] / w[good]) @ v[:, good].T
+    robust_z = cov_z @ (scores.T @ scores) @ cov_z
+    cov, robust = jac @ cov_z @ jac.T, jac @ robust_z @ jac.T
+    if not good.all():
+        load = np.abs(jac @ v[:, ~good]).max(axis=1)
+        bad = load > 1e-6 * np.maximum(np.abs(jac).max(axis=1), 1e-300)
+        cov[bad, :], cov[:, bad], robust[bad, :], robust[:, bad] = np.nan, np.nan, np.nan, np.nan
+    return Covariances(labels, cov, robust)
