@@ -1,7 +1,7 @@
 """`nlme-ppl`: the command line, for people who do not write Python.
 
     nlme-ppl demo [--out DIR]
-    nlme-ppl fit --model NAME --data FILE.csv [--covariance diag|full] [--fixed a,b] [--method map|nuts] --out DIR
+    nlme-ppl fit --model NAME --data FILE.csv [--covariance diag|full] [--fixed a,b] [--method map|nuts|vae] --out DIR
     nlme-ppl train --model NAME [--designs-from FILE.csv] [--prior NAME=MEAN,SD ...] --out FILE
     nlme-ppl report --fit DIR --out report.html [--compare DIR ...]
 """
@@ -33,14 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help="NONMEM-format CSV (ID, TIME, DV, AMT, EVID, MDV, CMT, ...) or a CSV with columns ID, TIME, DV")
     f.add_argument("--covariance", choices=("diag", "full"), default="diag")
     f.add_argument("--fixed", default="", help="comma-separated parameters without random effect, e.g. offset,sigma")
-    f.add_argument("--method", choices=("map", "nuts"), default="map")
+    f.add_argument("--method", choices=("map", "nuts", "vae"), default="map",
+                   help="map: the amortized surrogate's MAP (default); nuts: its posterior; vae: the NN-NLME variational "
+                   "autoencoder on the exact likelihood (tractable models; no estimator)")
     f.add_argument("--estimator", default=None, help="estimator file (default: the shipped pretrained one); its training "
                    "prior is read back from the file")
     f.add_argument("--prior", action="append", default=[], metavar="NAME=MEAN,SD",
                    help="the training prior of a parameter (log scale; repeatable), to rebuild the model the estimator was "
                    "trained with; not needed with --estimator, whose file records it (given, it must match)")
     f.add_argument("--num-draws", type=int, default=100)
-    f.add_argument("--num-starts", type=int, default=10)
+    f.add_argument("--num-starts", type=int, default=None, help="random starts (default 10 for map, 4 for vae)")
+    f.add_argument("--num-steps", type=int, default=2000, help="Adam steps of --method vae")
     f.add_argument("--num-chains", type=int, default=4)
     f.add_argument("--num-warmup", type=int, default=500)
     f.add_argument("--num-samples", type=int, default=500)
@@ -116,6 +119,10 @@ def _demo(args) -> int:
 
 
 def _fit(args) -> int:
+    if args.method == "vae":
+        return _fit_vae(args)
+    if args.num_starts is None:
+        args.num_starts = 10
     if args.method == "nuts":
         _set_devices(args.num_chains)
     import jax
@@ -210,6 +217,68 @@ def _fit(args) -> int:
 
 def _finite(v):
     return float(v) if v == v and abs(v) != float("inf") else None  # JSON has no NaN / inf
+
+
+def _fit_vae(args) -> int:
+    """`nlme-ppl fit --method vae`: the NN-NLME engine on the model's exact likelihood."""
+    import jax
+
+    import nlme_ppl as nlp
+
+    if args.estimator:
+        raise ValueError("--method vae fits with the model's exact likelihood and its own encoder; it takes no --estimator.")
+    model = nlp.models.get(args.model, prior=_priors(args.prior))
+    data = nlp.read_nonmem(args.data)
+    fixed = tuple(s.strip() for s in args.fixed.split(",") if s.strip())
+    population = nlp.populations.gaussian(model, covariance=args.covariance, fixed=fixed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    num_starts = 4 if args.num_starts is None else args.num_starts
+    t0 = time.perf_counter()
+    fit = nlp.fit_vae(population, model, data, jax.random.key(args.seed), num_starts=num_starts, num_steps=args.num_steps)
+    absolute = fit.absolute.to_dict()
+    ident = fit.identifiability_table()
+    result = {
+        "model": args.model,
+        "method": "vae",
+        "num_individuals": data.num_individuals,
+        "population_parameters": fit.params,
+        "standard_errors": fit.stderr,
+        "robust_standard_errors": fit.robust_stderr,
+        "correlation": _frame_dict(_correlation(fit)),
+        "loglik": absolute["loglik"],
+        "loglik_mc_se": absolute["loglik_mc_se"],
+        "ofv": absolute["ofv"],
+        "aic": absolute["aic"],
+        "bic": absolute["bic"],
+        "objective_function": absolute,
+        "identifiability": {p: {c: (v if isinstance(v, (str, bool)) else _finite(v)) for c, v in row.items()}
+                            for p, row in ident.to_dict(orient="index").items()},
+        "identifiability_flags": [str(p) for p in ident.index[ident["flag"]]],
+        "start_loglik": [_finite(v) for v in fit.start_loglik],
+        "best_start": fit.best,
+        "settings": {
+            "model": args.model, "data": str(Path(args.data).resolve()), "covariance": args.covariance, "fixed": list(fixed),
+            "seed": args.seed, "num_starts": num_starts, "num_steps": args.num_steps, "method": "vae",
+        },
+    }  # fmt: skip
+    table = fit.table()
+    table.to_csv(out / "parameters.csv")
+    ident.to_csv(out / "identifiability.csv")
+    fit.ebe().to_csv(out / "ebe.csv")
+    fit.plot_elbo(out / "elbo.png")
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / "fit.json").write_text(json.dumps(result, indent=2))
+    print(table.to_string(float_format=lambda x: f"{x:.4g}"))
+    print(f"loglik {fit.loglik:.3f} (MC SE {fit.absolute.loglik_mc_se:.2f}); identifiability flags: {result['identifiability_flags'] or 'none'}")
+    print(f"wrote {out}/parameters.csv, {out}/fit.json, {out}/identifiability.csv, {out}/ebe.csv, {out}/elbo.png")
+    return 0
+
+
+def _correlation(fit):
+    from .inference._uncertainty import correlation_frame
+
+    return correlation_frame(fit.covariance, list(fit.params))
 
 
 def _frame_dict(frame) -> dict:
