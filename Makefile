@@ -57,13 +57,15 @@ test-fast: $(SBI_STAMP)
 
 # make bench BENCH_ARGS="--quick" for a short run, BENCH_ARGS="--only p1,p4" for some benchmarks;
 # FIDELITY_ARGS="--quick" for a short fidelity table (benchmarks/fidelity.py, docs/fidelity.md);
-# uncertainty.py times profiles and bootstraps, coverage.py (about 30 min) writes docs/coverage.md
+# uncertainty.py times profiles and bootstraps, coverage.py (about 30 min) writes docs/coverage.md,
+# engines.py (the VAE, fit_map, exact NUTS and R nlme side by side) the tables of docs/guide/vae.md
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 	$(PY) benchmarks/fidelity.py $(FIDELITY_ARGS)
 	$(PY) benchmarks/exact_agreement.py
 	$(PY) benchmarks/uncertainty.py
 	$(PY) benchmarks/coverage.py
+	$(PY) benchmarks/engines.py
 
 # The maths is rendered by MathJax 3: a copy from the npm registry goes into
 # docs/javascripts/vendor/mathjax (git-ignored), so the built site renders offline; without npm
