@@ -12,7 +12,7 @@ Cases:
   replicate 0, `DEMO_TRUTH`; `offset` and `sigma` without random effect), against the truth.
 
 Figures per engine: estimates, SEs (posterior SDs for NUTS), wall time of the public call (cold:
-first call in this process; warm: the same call again, VAE and MAP only), the engine's own
+first call in this process; warm: the same call again, VAE and MAP on Theophylline only), the engine's own
 log-likelihood at its estimate, and every estimate's log-likelihood by one common estimator
 (importance sampling with the VAE's trained encoder as proposal, 2,000 draws per individual,
 the same draws' key for all), so the columns compare. Writes benchmarks/engines_results.json
@@ -58,7 +58,7 @@ def common_loglik(pop, model, data, vfit, site_values, key, num_draws=2000):
     encoder as proposal (centred at each individual's population mean under θ plus the encoder's offset)."""
     layout, z = build_layout(pop, model, data, {k: jnp.asarray(v) for k, v in site_values.items()})
     inputs = tuple(jnp.asarray(a) for a in encoder_inputs(model, data))
-    draws = draw_proposal(layout, z, vfit.encoder, inputs, data, key, num_draws)
+    draws = draw_proposal(layout, z, vfit.encoder, inputs, data, key, num_draws, vfit.local)
     pw, se = marginal(layout, model, z, draws, data, model.designs_from_data(data))
     return float(jnp.sum(pw)), float(jnp.sqrt(jnp.sum(se**2)))
 
@@ -75,22 +75,30 @@ def nuts_summary(idata):
     return params, se, values
 
 
-def run_case(name, model, pop, data, key, *, vae_options, map_options, nuts_options, reference, quick, with_nuts):
-    rows, k_common = {}, jax.random.key(77)
+def run_case(name, model, pop, data, key, *, vae_variants, map_options, nuts_options, reference, warm, with_nuts):
+    """`vae_variants`: `{row label: fit_vae options}`; the common log-likelihood uses the encoder
+    of the variant with the largest log-likelihood."""
+    rows, k_common, fits = {}, jax.random.key(77), {}
     print(f"== {name}: N = {data.num_individuals}", flush=True)
-    vfit, cold = timed(lambda: nlp.fit_vae(pop, model, data, key, **vae_options))
-    warm = timed(lambda: nlp.fit_vae(pop, model, data, key, **vae_options))[1] if not quick else None
-    ll = common_loglik(pop, model, data, vfit, vfit.site_values, k_common)
-    rows["VAE (fit_vae)"] = dict(params=vfit.params, se=vfit.stderr, seconds_cold=cold, seconds_warm=warm, loglik_own=[vfit.loglik, vfit.absolute.loglik_mc_se],
-                                 loglik_common=ll, flags=[p for p, f in zip(vfit.identifiability["parameter"], vfit.identifiability["flag"]) if f])  # fmt: skip
-    print(f"  VAE {cold:.1f} s cold, {warm} warm; loglik {vfit.loglik:.2f}; common {ll[0]:.2f}", flush=True)
+    for label, options in vae_variants.items():
+        vfit, cold = timed(lambda: nlp.fit_vae(pop, model, data, key, **options))
+        seconds_warm = timed(lambda: nlp.fit_vae(pop, model, data, key, **options))[1] if warm else None
+        fits[label] = (vfit, cold, seconds_warm)
+    best = max(fits, key=lambda k: fits[k][0].loglik)
+    ref_fit = fits[best][0]
+    for label, (vfit, cold, seconds_warm) in fits.items():
+        ll = common_loglik(pop, model, data, ref_fit, vfit.site_values, k_common)
+        rows[label] = dict(params=vfit.params, se=vfit.stderr, seconds_cold=cold, seconds_warm=seconds_warm, loglik_own=[vfit.loglik, vfit.absolute.loglik_mc_se],
+                           loglik_common=ll, flags=[p for p, f in zip(vfit.identifiability["parameter"], vfit.identifiability["flag"]) if f])  # fmt: skip
+        print(f"  {label}: {cold:.1f} s cold, {seconds_warm} warm; loglik {vfit.loglik:.2f}; common {ll[0]:.2f}; flags {rows[label]['flags']}", flush=True)
+    vfit = ref_fit
     post = nlp.pretrained(model.name)
     mfit, cold = timed(lambda: nlp.fit_map(pop, post, data, key, **map_options))
-    warm = timed(lambda: nlp.fit_map(pop, post, data, key, **map_options))[1] if not quick else None
+    map_warm = timed(lambda: nlp.fit_map(pop, post, data, key, **map_options))[1] if warm else None
     ll = common_loglik(pop, model, data, vfit, mfit.site_values, k_common)
-    rows["amortized flow (fit_map)"] = dict(params=mfit.params, se=mfit.stderr, seconds_cold=cold, seconds_warm=warm,
+    rows["amortized flow (fit_map)"] = dict(params=mfit.params, se=mfit.stderr, seconds_cold=cold, seconds_warm=map_warm,
                                             loglik_own=[mfit.loglik, mfit.absolute.loglik_mc_se if mfit.absolute else None], loglik_common=ll)  # fmt: skip
-    print(f"  MAP {cold:.1f} s cold, {warm} warm; loglik {mfit.loglik:.2f}; common {ll[0]:.2f}", flush=True)
+    print(f"  MAP {cold:.1f} s cold, {map_warm} warm; loglik {mfit.loglik:.2f}; common {ll[0]:.2f}", flush=True)
     if with_nuts:
         init = nlp.exact_init(pop, mfit, mfit.draws, data) if mfit.draws is not None else None
         t = time.perf_counter()
@@ -156,8 +164,9 @@ def main():
         data = nlp.read_nonmem(ROOT / "examples" / "data" / "theophylline.csv")
         pop = nlp.populations.gaussian(model, fixed=("sigma_add",))
         nuts = dict(num_chains=2, num_warmup=300 if args.quick else 500, num_samples=300 if args.quick else 1000)
-        rows = run_case("Theophylline", model, pop, data, jax.random.key(0), vae_options={}, map_options={}, nuts_options=nuts,
-                        reference=theophylline_reference(model), quick=args.quick, with_nuts=not args.no_nuts)  # fmt: skip
+        vae = {"VAE (fit_vae, defaults)": {}}
+        rows = run_case("Theophylline", model, pop, data, jax.random.key(0), vae_variants=vae, map_options={}, nuts_options=nuts,
+                        reference=theophylline_reference(model), warm=not args.quick, with_nuts=not args.no_nuts)  # fmt: skip
         results["theophylline"] = {"rows": rows, "truth": None}
     if "frohlich" in cases:
         from accuracy import demo_population, replicate_data
@@ -167,10 +176,12 @@ def main():
         pop = demo_population(model)
         _, data, key = replicate_data(model, pop, 0, 500)
         truth = {f"mean[{k}]": v for k, v in DEMO_TRUTH["mean"].items()} | {f"sd[{k}]": v for k, v in DEMO_TRUTH["sd"].items()}
-        nuts = dict(num_chains=2, num_warmup=200 if args.quick else 500, num_samples=200 if args.quick else 500)
-        vae = dict(num_starts=2, num_steps=1000 if args.quick else 3000, num_is_draws=500)
-        rows = run_case("frohlich_simple, 500 cells", model, pop, data, key, vae_options=vae, map_options={}, nuts_options=nuts,
-                        reference=None, quick=args.quick, with_nuts=not args.no_nuts)  # fmt: skip
+        nuts = dict(num_chains=2, num_warmup=200 if args.quick else 300, num_samples=200 if args.quick else 300)
+        steps = 1000 if args.quick else 3000
+        vae = {f"VAE ({steps} steps)": dict(num_starts=2, num_steps=steps, num_is_draws=500),
+               f"VAE ({2 * steps // 3} + {steps // 3} local steps)": dict(num_starts=2, num_steps=2 * steps // 3, local_steps=steps // 3, num_is_draws=500)}
+        rows = run_case("frohlich_simple, 500 cells", model, pop, data, key, vae_variants=vae, map_options={}, nuts_options=nuts,
+                        reference=None, warm=False, with_nuts=not args.no_nuts)  # fmt: skip
         results["frohlich"] = {"rows": rows, "truth": truth}
     results["machine"] = {"cpus": os.cpu_count(), "quick": args.quick}
     args.out.write_text(json.dumps(results, indent=1, default=float))

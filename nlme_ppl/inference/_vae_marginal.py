@@ -47,10 +47,11 @@ def _log_normal(x, loc, scale):
 
 
 @eqx.filter_jit
-def draw_proposal(layout: Layout, z: dict, encoder, inputs, data, key, num_draws: int) -> ISDraws:
-    """`num_draws` draws per individual from the defensive mixture around the encoder's q_i."""
+def draw_proposal(layout: Layout, z: dict, encoder, inputs, data, key, num_draws: int, local=None) -> ISDraws:
+    """`num_draws` draws per individual from the defensive mixture around the encoder's q_i
+    (with the per-individual offsets `local` of a semi-amortized fit)."""
     _, _, _, loc = layout.evaluate(z, data)
-    mu, log_s = encode_all(encoder, inputs)
+    mu, log_s = encode_all(encoder, inputs, local)
     centre, scale = loc + mu, jnp.exp(log_s)
     k_eps, k_mix = jax.random.split(key)
     eps = jax.random.normal(k_eps, (num_draws, *centre.shape))

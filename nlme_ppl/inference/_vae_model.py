@@ -183,10 +183,14 @@ def encoder_inputs(model, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(times, np.float32), np.asarray(values, np.float32), np.asarray(mask, bool)
 
 
-def encode_all(encoder: VAEEncoder, inputs) -> tuple[Float[Array, "N r"], Float[Array, "N r"]]:
-    """The encoder on every individual, in float64."""
+def encode_all(encoder: VAEEncoder, inputs, local=None) -> tuple[Float[Array, "N r"], Float[Array, "N r"]]:
+    """The encoder on every individual, in float64, plus the per-individual offsets `local`
+    `(dloc, dlog_scale)`, each `(N, r)`, of a semi-amortized fit (None: none)."""
     loc, log_scale = jax.vmap(encoder)(*inputs)
-    return loc.astype(jnp.float64), log_scale.astype(jnp.float64)
+    loc, log_scale = loc.astype(jnp.float64), log_scale.astype(jnp.float64)
+    if local is None:
+        return loc, log_scale
+    return loc + local[0], log_scale + local[1]
 
 
 def log_likelihood(model, designs, values, phi: Float[Array, "... N k"]) -> Float[Array, "... N"]:

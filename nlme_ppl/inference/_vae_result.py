@@ -77,7 +77,8 @@ class VAEResult(eqx.Module):
       its Monte Carlo SE), by importance sampling with the encoder as proposal.
     - `pointwise`, `pointwise_mc_se`: `(N,)` per-individual log-likelihood terms and their SEs.
     - `identifiability`: the report of [`identifiability_table`][nlme_ppl.VAEResult.identifiability_table].
-    - `encoder`: the trained encoder of the best start (an `eqx.Module`).
+    - `encoder`: the trained encoder of the best start (an `eqx.Module`); `local`: its
+      per-individual offsets `(dloc, dlog_scale)` of q after `local_steps`, or None.
     - `seconds`: wall time of the fit.
     """
 
@@ -98,6 +99,7 @@ class VAEResult(eqx.Module):
     pointwise_mc_se: np.ndarray
     identifiability: dict
     encoder: object
+    local: object
     seconds: float
     ids: tuple[str, ...] = eqx.field(static=True)
     param_names: tuple[str, ...] = eqx.field(static=True)

@@ -25,50 +25,65 @@ from ._vae_model import Layout, encode_all, log_likelihood
 
 __all__ = ["elbo", "train_starts"]
 
+#: Adam rate of the per-individual offsets of q in the local (semi-amortized) phase.
+LOCAL_LEARNING_RATE = 0.02
 
-def elbo(layout: Layout, model, z: dict, encoder, inputs, data, designs, eps: Float[Array, "S N r"]) -> Float[Array, " N"]:
-    """The per-individual ELBO estimate `(N,)` with standard normal draws `eps`."""
+
+def elbo(layout: Layout, model, z: dict, encoder, inputs, data, designs, eps: Float[Array, "S N r"], local=None) -> Float[Array, " N"]:
+    """The per-individual ELBO estimate `(N,)` with standard normal draws `eps` (`local`: the
+    per-individual offsets of q in a semi-amortized fit)."""
     _, phi, dists, loc = layout.evaluate(z, data)
-    mu, log_s = encode_all(encoder, inputs)
+    mu, log_s = encode_all(encoder, inputs, local)
     phi_lat = loc + mu + jnp.exp(log_s) * eps  # (S, N, r)
     joint = log_likelihood(model, designs, data.values, layout.full(phi, phi_lat)) + layout.log_prior(dists, phi_lat)
     entropy = jnp.sum(log_s, axis=-1) + 0.5 * layout.latent_dim * (1.0 + math.log(2 * math.pi))
     return jnp.mean(joint, axis=0) + entropy
 
 
-def _optimizer(num_steps: int, lr_theta: float, lr_encoder: float, labels) -> optax.GradientTransformation:
-    def schedule(lr):
-        return optax.warmup_cosine_decay_schedule(0.0, lr, min(100, num_steps // 10 + 1), num_steps, end_value=0.01 * lr)
+def _optimizer(num_steps: int, local_steps: int, lr_theta: float, lr_encoder: float, labels) -> optax.GradientTransformation:
+    """Adam with a warm-up then cosine decay to 1%: θ over all steps, the encoder over the
+    first `num_steps` (then frozen), the per-individual offsets over the last `local_steps`."""
 
+    def schedule(lr, steps):
+        warmup = min(100, steps // 10 + 1)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1), end_value=0.01 * lr)
+
+    zero = optax.constant_schedule(0.0)
+    encoder = optax.join_schedules([schedule(lr_encoder, num_steps), zero], [num_steps])
+    local = optax.join_schedules([zero, schedule(LOCAL_LEARNING_RATE, local_steps)], [num_steps]) if local_steps else zero
     return optax.multi_transform(
-        {"theta": optax.adam(schedule(lr_theta)), "encoder": optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule(lr_encoder)))},
+        {"theta": optax.adam(schedule(lr_theta, num_steps + local_steps)),
+         "encoder": optax.chain(optax.clip_by_global_norm(10.0), optax.adam(encoder)), "local": optax.adam(local)},
         labels,
-    )
+    )  # fmt: skip
 
 
 @eqx.filter_jit
 def train_starts(
     layout: Layout, model, z0: dict, encoders, inputs, data, designs, keys, *, num_steps: int, num_samples: int,
-    lr_theta: float, lr_encoder: float,
+    lr_theta: float, lr_encoder: float, local_steps: int = 0,
 ):
     """Adam from every start at once (`vmap` over the leading axis of `z0`, `encoders`, `keys`).
 
-    **Returns:** `(z, encoders, history)`: the final unconstrained population values and
-    encoders of every start, and the ELBO (summed over individuals) at every step,
-    `(starts, num_steps)`. The ELBO is maximised as its mean per individual, so the step sizes
-    do not depend on N.
+    With `local_steps`, a second phase follows: the encoder is frozen and each individual's q
+    gets its own offsets `(dloc, dlog_scale)` (semi-amortized variational inference), trained
+    with θ. **Returns:** `(z, encoders, local, history)`: the final unconstrained population
+    values, encoders and offsets (zeros without the local phase) of every start, and the ELBO
+    (summed over individuals) at every step, `(starts, num_steps + local_steps)`. The ELBO is
+    maximised as its mean per individual, so the step sizes do not depend on N.
     """
     n = data.num_individuals
 
     def one(z, encoder, key):
-        params, static = eqx.partition((z, encoder), eqx.is_inexact_array)
-        labels = ("theta", jax.tree.map(lambda _: "encoder", params[1]))
-        opt = _optimizer(num_steps, lr_theta, lr_encoder, labels)
+        local = (jnp.zeros((n, layout.latent_dim)), jnp.zeros((n, layout.latent_dim)))
+        params, static = eqx.partition((z, encoder, local), eqx.is_inexact_array)
+        labels = ("theta", jax.tree.map(lambda _: "encoder", params[1]), ("local", "local"))
+        opt = _optimizer(num_steps, local_steps, lr_theta, lr_encoder, labels)
 
         def loss(p, k):
-            zz, enc = eqx.combine(p, static)
+            zz, enc, loc = eqx.combine(p, static)
             eps = jax.random.normal(k, (num_samples, n, layout.latent_dim))
-            total = jnp.sum(elbo(layout, model, zz, enc, inputs, data, designs, eps))
+            total = jnp.sum(elbo(layout, model, zz, enc, inputs, data, designs, eps, loc))
             return -total / n, total
 
         def step(carry, k):
@@ -78,8 +93,7 @@ def train_starts(
             updates, state = opt.update(grads, state, p)
             return (optax.apply_updates(p, updates), state), total
 
-        (p, _), history = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, num_steps))
-        zz, enc = eqx.combine(p, static)
-        return zz, enc, history
+        (p, _), history = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, num_steps + local_steps))
+        return (*eqx.combine(p, static), history)
 
     return eqx.filter_vmap(one)(z0, encoders, keys)

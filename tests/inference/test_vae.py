@@ -135,10 +135,12 @@ def test_same_key_same_fit_and_full_covariance_with_covariates(lg_data):
     x = np.linspace(-1.0, 1.0, lg_data.num_individuals)
     data = lg_data.with_covariates(x=x)
     pop = nlp.populations.gaussian(model, covariance="full", covariates={"a": "x"})
-    kw = dict(num_starts=2, num_steps=60, num_is_draws=50)
+    kw = dict(num_starts=2, num_steps=60, local_steps=20, num_is_draws=50)
     f1 = nlp.fit_vae(pop, model, data, jax.random.key(5), **kw)
     f2 = nlp.fit_vae(pop, model, data, jax.random.key(5), **kw)
     assert f1.params == f2.params and np.array_equal(f1.elbo_history, f2.elbo_history) and f1.loglik == f2.loglik
+    # the semi-amortized phase: per-individual offsets of q after the encoder's steps
+    assert f1.elbo_history.shape == (2, 80) and f1.local[0].shape == (data.num_individuals, 2)
     assert {"corr[a,b]", "beta[a,x]", "sd[a]"} <= set(f1.params) and np.isfinite(f1.loglik)
 
 
