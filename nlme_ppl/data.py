@@ -5,6 +5,7 @@ designs become a `Dataset` in `nlme_ppl.simulation` (`dataset_from_designs`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +39,11 @@ class Dataset(eqx.Module):
     - `obs_cmt`: `(N, T)` the compartment each observation measures (NONMEM's CMT on
       observation rows), for data with several analytes such as a parent drug and its
       metabolite; `None` when there is one.
+    - `subjects`: with inter-occasion variability, each row is one occasion of an individual
+      (a conditionally independent unit of the individual model) and `subjects` gives, per
+      row, the individual it belongs to (NONMEM's ID; `ids` are then `"ID/OCC"`). `None`
+      (the default): every row is its own individual. See
+      [`with_subjects`][nlme_ppl.Dataset.with_subjects].
     """
 
     times: Float[Array, "individuals obs"]
@@ -48,8 +54,11 @@ class Dataset(eqx.Module):
     doses: Doses | None = None
     censored: Bool[Array, "individuals obs"] | None = None
     obs_cmt: Int[Array, "individuals obs"] | None = None
+    subjects: tuple[str, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
+        if self.subjects is not None and len(self.subjects) != len(self.ids):
+            raise ValueError(f"`subjects` must name the individual of each of the {len(self.ids)} rows; got {len(self.subjects)}.")
         if self.times.ndim != 2 or self.times.shape != self.values.shape or self.mask.shape != self.times.shape:
             raise ValueError(
                 "`times`, `values` and `mask` must all have shape (individuals, observations); got "
@@ -268,7 +277,17 @@ class Dataset(eqx.Module):
             doses=None if self.doses is None else self.doses.subset(idx),
             censored=None if self.censored is None else self.censored[idx],
             obs_cmt=None if self.obs_cmt is None else self.obs_cmt[idx],
+            subjects=None if self.subjects is None else tuple(self.subjects[i] for i in idx),
         )
+
+    def with_subjects(self, subjects: Sequence) -> "Dataset":
+        """The same rows, each marked as one occasion of the individual `subjects[row]` (for
+        inter-occasion variability, see [`populations.gaussian`][nlme_ppl.populations.gaussian]'s
+        `occasions`). An individual's occasions need not be adjacent rows."""
+        subjects = tuple(str(s) for s in subjects)
+        if len(subjects) != self.num_individuals:
+            raise ValueError(f"`subjects` must name the individual of each of the {self.num_individuals} rows; got {len(subjects)}.")
+        return dataclasses.replace(self, subjects=subjects)
 
     def __repr__(self) -> str:
         n_obs = self.num_observations
@@ -279,8 +298,20 @@ class Dataset(eqx.Module):
             extra += f", {int(np.asarray(self.censored).sum())} censored"
         if self.obs_cmt is not None:
             extra += f", analytes (CMT) {sorted(set(np.asarray(self.obs_cmt)[np.asarray(self.mask)].tolist()))}"
+        rows = f"{self.num_individuals} individuals" if self.subjects is None else (
+            f"{self.num_individuals} occasions of {len(set(self.subjects))} individuals")
         return (
-            f"Dataset({self.num_individuals} individuals, {int(n_obs.sum())} observations "
+            f"Dataset({rows}, {int(n_obs.sum())} observations "
             f"({n_obs.min()}–{n_obs.max()} each){extra}, covariates={list(self.covariates)})"
         )
 
+
+def subject_index(data) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Each row's individual `(N,)` and the individuals in order of first appearance, for data
+    whose rows are occasions (`data.subjects`); every row its own individual otherwise."""
+    subjects = getattr(data, "subjects", None)
+    if subjects is None:
+        return np.arange(data.num_individuals, dtype=np.int32), tuple(getattr(data, "ids", map(str, range(data.num_individuals))))
+    order = tuple(dict.fromkeys(subjects))
+    where = {s: n for n, s in enumerate(order)}
+    return np.array([where[s] for s in subjects], dtype=np.int32), order

@@ -16,6 +16,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 
 from ._bounded_normal import bounded_or_normal
+from .data import subject_index
 from ._covariate_forms import Categorical, Exponential, Linear, Power, Term, checked_columns, coefficient_bounds, expand, features
 
 __all__ = ["Categorical", "Exponential", "GaussianPopulation", "Linear", "Power", "gaussian"]
@@ -50,6 +51,15 @@ class GaussianPopulation(eqx.Module):
     or one vector site `phi` (full), and for each parameter in `fixed` a `Delta` site at its
     (covariate-shifted) mean: no random effect, so individuals with the same covariates share
     one value.
+
+    **Occasions** (inter-occasion variability, `occasions` non-empty, or data whose rows are
+    occasions, `data.subjects`): the rows of the data are occasions, and two plates nest.
+    `sd_occ` `(o,)` (HalfNormal(`sd_prior_scale`)) is the between-occasion SD of each parameter
+    in `occasions`. Inside `numpyro.plate("subjects", S)`, `eta` `(S, r)` is each individual's
+    random effect (Normal(0, sd²) per component, or MultivariateNormal with `corr_chol`);
+    inside `numpyro.plate("individuals", N)`, `kappa` `(N, o)` is each occasion's, Normal(0,
+    sd_occ²), and each parameter is a `Delta` site at mean + eta[subject] (+ kappa where it
+    has IOV): the parameters without IOV are shared by an individual's occasions.
     """
 
     param_names: tuple[str, ...] = eqx.field(static=True)
@@ -63,8 +73,12 @@ class GaussianPopulation(eqx.Module):
     effects: tuple[tuple[str, str], ...] = eqx.field(static=True, default=())
     beta_prior_scale: float = eqx.field(static=True, default=1.0)
     forms: tuple[tuple[str, CovariateSpec], ...] = eqx.field(static=True, default=())
+    occasions: tuple[str, ...] = eqx.field(static=True, default=())
 
     def __check_init__(self):
+        bad = [n for n in self.occasions if n not in self.param_names or n in self.fixed]
+        if bad:
+            raise ValueError(f"`occasions` names {bad}, which are not random-effect parameters of {self.random}.")
         estimated = tuple((t.param, t.label) for t in self.terms if t.value is None)
         if self.forms and estimated != self.effects:
             raise ValueError(f"`effects` {self.effects} must be the estimated terms of `forms` {estimated}; build it with gaussian(...).")
@@ -88,6 +102,8 @@ class GaussianPopulation(eqx.Module):
             out["corr"] = (self.random, self.random)
         if self.effects:
             out["beta"] = tuple(f"{p},{c}" for p, c in self.effects)
+        if self.occasions:
+            out["sd_occ"] = self.occasions
         return out
 
     def covariate_matrix(self, data) -> Float[Array, "individuals e"]:
@@ -135,9 +151,12 @@ class GaussianPopulation(eqx.Module):
         if random:
             sd = numpyro.sample("sd", dist.HalfNormal(self.sd_prior_scale * jnp.ones(len(random))).to_event(1))
         full = self.covariance == "full" and len(random) > 1
+        chol = None
         if full:
             chol = numpyro.sample("corr_chol", dist.LKJCholesky(len(random), self.lkj_concentration))
             numpyro.deterministic("corr", chol @ chol.T)
+        if self.occasions or getattr(data, "subjects", None) is not None:
+            return self._nested(data, loc, sd if random else None, chol)
         with numpyro.plate("individuals", n):
             if full:
                 numpyro.sample(
@@ -152,6 +171,29 @@ class GaussianPopulation(eqx.Module):
             for name in self.fixed:
                 m = loc[:, names.index(name)]
                 numpyro.sample(name, dist.Delta(m), obs=m)
+
+    def _nested(self, data, loc, sd, chol):
+        """The occasions' program: individuals' effects `eta` in the subjects plate, occasions'
+        `kappa` in the individuals (rows) plate (see the class docstring)."""
+        names, random = self.param_names, self.random
+        index, subjects = subject_index(data)
+        ridx = np.array([names.index(n) for n in random], dtype=int)
+        phi = loc
+        if random:
+            with numpyro.plate("subjects", len(subjects)):
+                if chol is not None:
+                    eta = numpyro.sample("eta", dist.MultivariateNormal(jnp.zeros(len(random)), scale_tril=sd[:, None] * chol))
+                else:
+                    eta = numpyro.sample("eta", dist.Normal(jnp.zeros(len(random)), sd).to_event(1))
+            phi = phi.at[:, ridx].add(eta[jnp.asarray(index)])
+        if self.occasions:
+            sd_occ = numpyro.sample("sd_occ", dist.HalfNormal(self.sd_prior_scale * jnp.ones(len(self.occasions))).to_event(1))
+        with numpyro.plate("individuals", data.num_individuals):
+            if self.occasions:
+                kappa = numpyro.sample("kappa", dist.Normal(jnp.zeros(len(self.occasions)), sd_occ).to_event(1))
+                phi = phi.at[:, np.array([names.index(n) for n in self.occasions])].add(kappa)
+            for j, name in enumerate(names):
+                numpyro.sample(name, dist.Delta(phi[:, j]))
 
     def label(self, draws):
         """Relabel each exchangeable group of `draws` (`(..., k)`) in the order of the prior means:
@@ -194,6 +236,7 @@ def gaussian(
     lkj_concentration: float = 2.0,
     covariates: Mapping[str, CovariateSpec | Sequence[CovariateSpec]] | None = None,
     beta_prior_scale: float = 1.0,
+    occasions: Sequence[str] = (),
 ) -> GaussianPopulation:
     """A Gaussian population model over `model`'s individual parameters.
 
@@ -225,6 +268,12 @@ def gaussian(
       form, outside a linear form's limits or not among a categorical form's levels raise a
       `ValueError` naming the individual (inside `jit`, an `eqx.error_if` naming the covariate).
     - `beta_prior_scale`: SD of the Normal(0, ·) prior on each estimated covariate coefficient `beta`.
+    - `occasions`: parameters with inter-occasion variability (IOV), e.g. `("CL",)`: on data
+      whose rows are occasions (`read_nonmem(..., occasion="OCC")`, or
+      [`Dataset.with_subjects`][nlme_ppl.Dataset.with_subjects]), each such parameter varies
+      between an individual's occasions with SD `sd_occ[p]` around the individual's value; the
+      other parameters are shared by its occasions. [`fit_map`][nlme_ppl.fit_map] fits it
+      with the same estimator, one occasion per unit (see the [IOV guide](guide/occasions.md)).
 
     **Returns:** a [`GaussianPopulation`][nlme_ppl.populations.GaussianPopulation], a NumPyro program `population(data)`.
     """
@@ -257,7 +306,7 @@ def gaussian(
         raise ValueError(f"`beta_prior_scale` must be positive; got {beta_prior_scale}.")
     return GaussianPopulation(
         names, fixed, covariance, loc, scale, float(sd_prior_scale), float(lkj_concentration), exchangeable,
-        effects, float(beta_prior_scale), forms,
+        effects, float(beta_prior_scale), forms, tuple(occasions),
     )
 
 

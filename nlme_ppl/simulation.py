@@ -247,6 +247,7 @@ class _Individuals(eqx.Module):
 
     num_individuals: int = eqx.field(static=True)
     covariates: dict
+    subjects: tuple[str, ...] | None = eqx.field(static=True, default=None)
 
 
 def simulate_population(
@@ -257,6 +258,7 @@ def simulate_population(
     num_individuals: int,
     covariates: Mapping[str, Sequence[float]] | None = None,
     param_names: Sequence[str] | None = None,
+    occasions: int | None = None,
 ) -> Float[Array, "n k"]:
     """Individual parameters φ_i of `num_individuals` new individuals, drawn from a population
     program at known population parameters (NumPyro `Predictive`).
@@ -273,6 +275,10 @@ def simulate_population(
     - `covariates`: name -> `(num_individuals,)` values, for a population with covariate effects.
     - `param_names`: the individual parameters, in column order (default:
       `population.param_names`).
+    - `occasions`: for a population with inter-occasion variability, the number of occasions
+      of each individual: the result then has `num_individuals * occasions` rows, an
+      individual's occasions adjacent (row `i * occasions + k` is occasion `k` of individual
+      `i`), and `covariates` are per individual.
 
     **Returns:** `(num_individuals, k)` individual parameters, columns in `param_names`
     order, ready for [`simulate_data`][nlme_ppl.simulate_data].
@@ -285,7 +291,14 @@ def simulate_population(
     if not names:
         raise TypeError("pass `param_names=`, the individual parameters in column order; the population program has no `param_names`.")
     values = {site: _site_value(population, site, v) for site, v in params.items()}
-    frame = _Individuals(n, {k: jnp.asarray(c) for k, c in check_covariates(covariates, n).items()})
+    covs = {k: jnp.asarray(c) for k, c in check_covariates(covariates, n).items()}
+    if occasions is None:
+        frame = _Individuals(n, covs)
+    else:
+        per = positive_int(occasions, name="occasions")
+        subjects = tuple(str(i + 1) for i in range(n) for _ in range(per))
+        frame = _Individuals(n * per, {k: jnp.repeat(c, per) for k, c in covs.items()}, subjects)
+        n = n * per
     claims = _claimed_sites(population, values, frame, names, key)
     draws = Predictive(population, posterior_samples={k: v[None] for k, v in values.items()}, return_sites=list(claims))(key, frame)
     columns = {}

@@ -16,6 +16,7 @@ TINY = {
     "multi_experiment.py": ["--num-individuals", "60"],
     "theophylline.py": ["--num-warmup", "30", "--num-samples", "30"],
     "pk_censored.py": ["--num-individuals", "30"],
+    "occasions.py": ["--num-individuals", "12"],
     "phenobarb.py": ["--num-simulations", "2000", "--max-epochs", "2"],
     "sunitinib.py": ["--num-individuals", "20", "--num-draws", "200"],
     "sbi_sde.py": ["--num-simulations", "2000", "--max-epochs", "2", "--num-individuals", "20", "--num-warmup", "20", "--num-samples", "20"],

@@ -141,7 +141,8 @@ def _psis_khat(log_w: np.ndarray) -> np.ndarray:
     """
     from arviz_stats.base import array_stats
 
-    _, khat = array_stats.psislw(-log_w, r_eff=1.0, axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate tail overflows in the GPD quantiles: k̂ is then nan -> inf
+        _, khat = array_stats.psislw(-log_w, r_eff=1.0, axis=-1)
     return np.asarray(khat, np.float64)
 
 

@@ -9,6 +9,7 @@ from .individual import fit_exact_individual as fit_exact_individual
 from .bootstrap import BootstrapResult as BootstrapResult, bootstrap as bootstrap
 from .loglik import ObjectiveFunction as ObjectiveFunction, objective_function as objective_function, training_evidence as training_evidence
 from .map import MAPResult as MAPResult, fit_map as fit_map
+from .occasions import OccasionTerms as OccasionTerms, fit_occasions as fit_occasions
 from .profile import ProfileResult as ProfileResult, plot_waterfall as plot_waterfall, profile as profile
 from .nuts import fit_nuts as fit_nuts
 from .vae import VAEResult as VAEResult, fit_vae as fit_vae
@@ -18,5 +19,5 @@ from .selection import CovariateSearchResult as CovariateSearchResult, compare a
 __all__ = [
     "BootstrapResult", "CovariateSearchResult", "compare", "covariate_search", "FitDiagnostics", "MAPResult", "ObjectiveFunction", "ProfileResult", "bootstrap", "objective_function",
     "plot_waterfall", "profile", "training_evidence", "diagnose_fit", "expand_fixed", "fixed_point", "exact_init", "exact_model", "fit_exact_individual", "fit_exact_nuts",
-    "fit_map", "fit_nuts", "fit_vae", "VAEResult", "RefinedPosterior", "refine",
+    "fit_map", "fit_occasions", "OccasionTerms", "fit_nuts", "fit_vae", "VAEResult", "RefinedPosterior", "refine",
 ]

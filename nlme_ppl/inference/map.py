@@ -25,6 +25,7 @@ from ._optimize import preconditioner
 from ._result import MAPResult, parameter_table
 from ._uncertainty import label_covariances
 from .loglik import objective_function
+from .occasions import fit_occasions
 from .fixed import expand_fixed, fixed_point, initial_point, wants_likelihood_treatment
 from .refine import RefinedPosterior, wants_refinement
 from .refine import refine as refine_posterior
@@ -236,6 +237,10 @@ def fit_map(
     - `max_draws`: individuals whose importance weights at the estimate have Pareto k > 0.7 get
       extra draws from the same posterior, up to `max_draws` draws each in all, and the fit is
       redone from the estimate on them (once). `max_draws=num_draws` turns it off.
+    - Data whose rows are occasions (`data.subjects`, e.g. `read_nonmem(..., occasion="OCC")`)
+      with a population with `occasions` (inter-occasion variability) are fitted by
+      [`fit_occasions`][nlme_ppl.inference.fit_occasions] (one start; `num_starts`, `jitter`,
+      `num_rescore`, `fixed`, `max_draws`, `init` and `diagnose` do not apply there).
     - `init`: constrained population site values (e.g. another fit's `site_values`): the first
       start is there and the others are jittered around it.
 
@@ -251,6 +256,8 @@ def fit_map(
     if isinstance(data, Dataset):
         check_designs(posterior, data, stacklevel=2)
     posterior = refined_posterior(posterior, data, key, refine)
+    if getattr(population, "occasions", ()) or getattr(data, "subjects", None) is not None:
+        return fit_occasions(population, posterior, data, key, num_draws=num_draws, max_iter=max_iter, tol=max(tol, 1e-7))
     k_draws, k_fresh, k_fit = jax.random.split(key, 3)
     cross = wants_cross_products(population)
     base = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)

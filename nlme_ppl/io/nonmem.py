@@ -85,6 +85,7 @@ def read_nonmem(
     *,
     covariates: Sequence[str] | None = None,
     blq: str = "keep",
+    occasion: str | None = None,
     with_report: bool = False,
 ) -> Dataset | tuple[Dataset, NonmemReport]:
     """Read a NONMEM-format CSV into a [`Dataset`][nlme_ppl.Dataset] with its dosing events.
@@ -104,6 +105,13 @@ def read_nonmem(
       and a censoring model such as `pk_oral_1cmt(censoring=True)` reads them by M3), or
       `"refuse"` (an error naming the first censored row).
 
+    - `occasion`: the column numbering each individual's occasions (e.g. `"OCC"`), for
+      inter-occasion variability. Each (ID, OCC) becomes one row of the `Dataset` with id
+      `"ID/OCC"`, `Dataset.subjects` gives its ID, and it holds that occasion's observations
+      and doses only, on a clock that starts at the occasion's first record: an occasion is a conditionally independent unit of the individual model,
+      so the drug of an earlier occasion must be washed out (or the occasion must start at
+      steady state, SS=1). The column is required on observation, dose and reset rows; other
+      rows take their ID's previous value. Default `None`: occasions are not read.
     - `with_report`: also return a [`NonmemReport`][nlme_ppl.io.NonmemReport] of what was
       read and skipped (`print` it for one line).
 
@@ -144,6 +152,7 @@ def read_nonmem(
         i = int(np.flatnonzero(df["ID"].isna().to_numpy())[0])
         raise ValueError(f"column 'ID' is empty at row {i} (file line {i + 2}); every row needs an ID.")
     ident = df["ID"].astype(str).str.strip()
+    subject_of = ident
     if "AMT" in df.columns:
         amt_all = pd.to_numeric(df["AMT"].replace(".", np.nan), errors="coerce").to_numpy(float)
     else:
@@ -200,7 +209,9 @@ def read_nonmem(
             )
         if censored.any() and "LIMIT" in df.columns:
             dv = np.where(censored, _numeric(df, "LIMIT", censored, what="a censored row"), dv)
-    extra = [c for c in df.columns if c not in STANDARD]
+    if occasion is not None:
+        ident = _occasions(df, occasion, ident, is_obs | is_dose | is_reset)
+    extra = [c for c in df.columns if c not in STANDARD and c != occasion]
     order = list(dict.fromkeys(ident))  # IDs in order of first appearance
     groups = {k: np.flatnonzero((ident == k).to_numpy()) for k in order}
     if covariates is None:
@@ -222,6 +233,11 @@ def read_nonmem(
 
     obs_t, obs_y, obs_c, obs_k, dose_lists, cov = [], [], [], [], [], {c: [] for c in covariates}
     timed = is_obs | is_dose | is_reset
+    if occasion is not None:  # each occasion's clock starts at its first record
+        origin = np.zeros(n_rows)
+        for rows in groups.values():
+            origin[rows] = np.min(time[rows][timed[rows]], initial=np.inf)
+        time = time - np.where(np.isfinite(origin), origin, 0.0)
     for k, rows in groups.items():
         t = time[rows][timed[rows]]
         if np.any(np.diff(t) < 0):
@@ -251,6 +267,9 @@ def read_nonmem(
         obs_t, obs_y, ids=order, covariates=cov, doses=doses, censored=obs_c if censored.any() else None,
         obs_cmt=obs_k if obs_cmt is not None else None,
     )
+    if occasion is not None:
+        first = {k: int(rows[0]) for k, rows in groups.items()}
+        data = data.with_subjects([subject_of.iloc[first[k]] for k in order])
     if not with_report:
         return data
     report = NonmemReport(
@@ -260,6 +279,21 @@ def read_nonmem(
         other_events=int((evid == 2).sum()), missing_observations=int(((evid == 0) & (mdv != 0)).sum()),
     )
     return data, report
+
+
+def _occasions(df: pd.DataFrame, column: str, ident: pd.Series, timed: np.ndarray) -> pd.Series:
+    """The `"ID/OCC"` label of every row: OCC is required on `timed` rows (observations, doses,
+    resets); other rows take their ID's previous (or next) value."""
+    if column not in df.columns:
+        raise ValueError(f"occasion column {column!r} is not in the file; its columns are {list(df.columns)}.")
+    occ = pd.to_numeric(df[column].replace(".", np.nan), errors="coerce")
+    bad = timed & ~np.isfinite(occ.to_numpy(float))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"column {column!r} at {_where(i, ident.iloc[i])} is {df[column].iloc[i]!r}; every observation and dose row needs a numeric occasion.")
+    occ = occ.where(timed).groupby(ident.to_numpy()).transform(lambda c: c.ffill().bfill())
+    label = occ.map(lambda v: f"{v:g}")
+    return ident + "/" + label
 
 
 def _steady_state(df, ident, is_dose, ii, amt, rate) -> np.ndarray:

@@ -203,3 +203,32 @@ def test_models_without_steady_state_refuse_such_data():
     # the steady-state variant reads them
     design = nlp.models.pk_oral_1cmt(steady_state=True).designs_from_data(data)
     np.testing.assert_array_equal(np.asarray(design["dose_end"])[0, :1], [5.0])
+
+
+def test_occasions_become_rows_of_their_individual():
+    rows = []
+    for i in (1, 2):
+        for occ in (1, 2):
+            t0 = 100.0 * (occ - 1)
+            rows.append(dict(ID=i, TIME=t0, DV=0, AMT=100 * occ, EVID=1, MDV=1, OCC=occ, WT=70 + i))
+            rows += [dict(ID=i, TIME=t0 + t, DV=1.0 + t + occ, AMT=0, EVID=0, MDV=0, OCC=occ, WT=70 + i) for t in (1, 2, 4)]
+    rows.insert(3, dict(ID=1, TIME=1.5, DV=".", AMT=0, EVID=2, MDV=1, OCC=".", WT=71))  # an other-event row: no OCC needed
+    df = pd.DataFrame(rows)
+    data = nlp.read_nonmem(df, occasion="OCC")
+    assert data.ids == ("1/1", "1/2", "2/1", "2/2") and data.subjects == ("1", "1", "2", "2")
+    # each occasion holds its own doses and observations
+    np.testing.assert_allclose(np.asarray(data.doses.amounts)[:, 0], [100, 200, 100, 200])
+    np.testing.assert_allclose(np.asarray(data.values)[1], [4.0, 5.0, 7.0])
+    # each occasion's clock starts at its first record (occasion 2 starts at TIME 100 in the file)
+    np.testing.assert_allclose(np.asarray(data.times)[1], [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(np.asarray(data.doses.times)[:, 0], 0.0)
+    assert repr(data).startswith("Dataset(4 occasions of 2 individuals,")
+    np.testing.assert_allclose(np.asarray(data.covariates["WT"]), [71, 71, 72, 72])
+    assert data.subset([1, 2]).subjects == ("1", "2")
+    plain = nlp.read_nonmem(df.drop(columns="OCC"))
+    assert plain.subjects is None and plain.ids == ("1", "2")
+    df.loc[1, "OCC"] = "."
+    with pytest.raises(ValueError, match="column 'OCC' at row 1 .*needs a numeric occasion"):
+        nlp.read_nonmem(df, occasion="OCC")
+    with pytest.raises(ValueError, match="occasion column 'OCCASION' is not in the file"):
+        nlp.read_nonmem(df, occasion="OCCASION")
