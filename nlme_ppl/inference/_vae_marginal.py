@@ -82,7 +82,7 @@ def marginal(layout: Layout, model, z: dict, draws: ISDraws, data, designs) -> t
 
 
 def _chunk_terms(layout, model, zflat, unravel, draws, data, designs, idx, keep):
-    """Value `(c,)`, scores `(c, d)` and the Hessian `(d, d)` of the individuals `idx` (`keep`
+    """Scores `(c, d)` and the Hessian `(d, d)` of the individuals `idx` (`keep`
     masks padding). The whole population runs (its covariates are per individual); only the
     chunk's likelihoods are evaluated."""
     sub_designs = jax.tree.map(lambda x: x[idx], designs)
@@ -98,10 +98,9 @@ def _chunk_terms(layout, model, zflat, unravel, draws, data, designs, idx, keep)
         lw = jnp.where(jnp.isnan(lw), -jnp.inf, lw)
         return jnp.where(keep, jax.nn.logsumexp(lw, axis=0) - math.log(lw.shape[0]), 0.0)
 
-    value = per_individual(zflat)
     scores = jax.jacfwd(per_individual)(zflat)
     hess = jax.hessian(lambda zf: jnp.sum(per_individual(zf)))(zflat)
-    return value, scores, hess
+    return scores, hess
 
 
 _chunk_jit = eqx.filter_jit(_chunk_terms)
@@ -124,7 +123,7 @@ def information(layout: Layout, model, z: dict, draws: ISDraws, data, designs, *
         keep = idx < n
         idx = np.where(keep, idx, n - 1)
         sub = ISDraws(draws.phi_lat[:, idx], draws.log_g[:, idx])
-        _, s, h = _chunk_jit(layout, model, zflat, unravel, sub, data, designs, jnp.asarray(idx), jnp.asarray(keep))
+        s, h = _chunk_jit(layout, model, zflat, unravel, sub, data, designs, jnp.asarray(idx), jnp.asarray(keep))
         hess += np.asarray(h)
         scores[idx[keep]] = np.asarray(s)[keep]
     return np.asarray(zflat), hess, scores

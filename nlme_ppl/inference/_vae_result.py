@@ -34,9 +34,9 @@ def identifiability_report(
         spread = float(values.max() - values.min()) if values.size else np.nan
         reasons = []
         if not np.isfinite(se):
-            reasons.append("singular information (no finite SE)")
+            reasons.append("singular information (no finite SE)" + (f"; starts range {spread:.3g}" if values.size > 1 else ""))
         elif values.size > 1 and spread > 2 * se:
-            reasons.append(f"starts disagree: range {spread:.3g} > 2 SE")
+            reasons.append(f"starts disagree: range {spread:.3g} > 2 SE (not identified, or the starts not converged to one point)")
         if correlation is not None and np.isfinite(se):
             row = np.abs(np.asarray(correlation)[j])
             partners = [labels[i] for i in np.flatnonzero(row > max_correlation) if i != j]

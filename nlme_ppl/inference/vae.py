@@ -132,7 +132,7 @@ def fit_vae(
 
     inputs = tuple(jnp.asarray(a) for a in encoder_inputs(model, data))
     encoders = [build_encoder(model, data, k, latent_dim=layout.latent_dim, kind=encoder, hidden_size=hidden_size) for k in jax.random.split(k_enc, num_starts)]
-    arrays, static = eqx.partition(encoders[0], eqx.is_array)
+    static = eqx.partition(encoders[0], eqx.is_array)[1]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[eqx.partition(e, eqx.is_array)[0] for e in encoders])
     z_fin, enc_fin, local_fin, history = train_starts(
         layout, model, starts, eqx.combine(stacked, static), inputs, data, designs, jax.random.split(k_train, num_starts),

@@ -142,6 +142,7 @@ def test_same_key_same_fit_and_full_covariance_with_covariates(lg_data):
     # the semi-amortized phase: per-individual offsets of q after the encoder's steps
     assert f1.elbo_history.shape == (2, 80) and f1.local[0].shape == (data.num_individuals, 2)
     assert {"corr[a,b]", "beta[a,x]", "sd[a]"} <= set(f1.params) and np.isfinite(f1.loglik)
+    assert "corr" in f1.to_arviz(data)["posterior"]
 
 
 def test_fixed_effects_only_and_bad_arguments_are_refused(lg_data):
