@@ -4,12 +4,14 @@ drawn from a population program.
 
 Keys: simulation `i` of [`simulate`][nlme_ppl.simulate] uses `jax.random.fold_in(key, i)`,
 so the same key gives the same simulations for every `chunk_size`, and a longer run starts
-with the simulations of a shorter one.
+with the simulations of a shorter one. The chunks are independent tasks: with `client=` (a
+`dask.distributed.Client`) they run on a cluster and give the simulations of a local run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 import equinox as eqx
 import jax
@@ -146,6 +148,99 @@ def _simulate_chunk(model: IndividualModel, key, start, num: int):
     return jax.tree.map(lambda x: x.reshape(num, *x.shape[2:]), jax.lax.map(jax.vmap(one), index))
 
 
+#: Simulations per call of a `simulator` callable by default; each call has its own random stream.
+_CALL_BLOCK = 1_000
+#: Block `b` of a `simulator` callable draws its noise from `fold_in(fold_in(key, b * block_size), _NOISE)`.
+_NOISE = 0x6E6F6973
+
+
+#: A `simulator` callable's φ and designs are drawn in jitted calls of this many rows (one compilation).
+_DRAW = 1024
+
+
+@eqx.filter_jit
+def _draw_rows(model: IndividualModel, key, start):
+    """Designs, φ and noise seeds of simulations `start, ..., start + _DRAW - 1` for a `simulator`
+    callable: the design from the key that `_simulate_chunk` gives it, φ from the training prior,
+    and the seed words of a block that would start at the row."""
+
+    def one(i):
+        k_design, k_sim = jax.random.split(jax.random.fold_in(key, i))
+        design = jax.tree.map(lambda x: x[0], model.sample_designs(k_design, 1))
+        seed = jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, i), _NOISE))
+        return model.prior_sample(k_sim), design, seed
+
+    index = (start + jnp.arange(_DRAW)).reshape(-1, _BLOCK)
+    return jax.tree.map(lambda x: x.reshape(_DRAW, *x.shape[2:]), jax.lax.map(jax.vmap(one), index))
+
+
+#: NumPyro's effect-handler stack is one per process, not per thread: worker threads of one
+#: process (a `LocalCluster(processes=False)`) trace the program one at a time.
+_TRACE_LOCK = threading.Lock()
+
+
+def _program_task(model: IndividualModel, key, start: int, width: int, x64: bool):
+    """A chunk of the NumPyro program's simulations (run locally or on a dask worker, in the
+    caller's precision)."""
+    with _TRACE_LOCK:
+        if x64 == bool(jax.config.read("jax_enable_x64")):
+            return jax.device_get(_simulate_chunk(model, key, jnp.asarray(start), width))
+        with jax.enable_x64(x64):  # a worker started in the other precision
+            return jax.device_get(_simulate_chunk(model, key, jnp.asarray(start), width))
+
+
+def _callable_task(simulator, params: np.ndarray, designs: dict, seeds: np.ndarray, block_size: int) -> np.ndarray:
+    """A chunk of a `simulator` callable's observations: one call per block of `block_size`
+    rows, each with a `numpy.random.Generator` seeded by its block's words (needs no JAX)."""
+    out = []
+    for j, seed in enumerate(seeds):
+        rows = slice(j * block_size, (j + 1) * block_size)
+        design = {k: v[rows] for k, v in designs.items()}
+        obs = np.asarray(simulator(params[rows], design, np.random.default_rng([int(w) for w in seed])), dtype=float)
+        if obs.shape != design["times"].shape:
+            raise ValueError(
+                f"the simulator {getattr(simulator, '__name__', simulator)!r} returned shape {obs.shape} for "
+                f"{block_size} designs with times of shape {design['times'].shape}; it must return one "
+                "observation per time, of that shape."
+            )
+        out.append(obs)
+    return np.concatenate(out)
+
+
+def _check_client(client):
+    """`client` must be a running `dask.distributed.Client` (anything with its `submit`)."""
+    if client is None:
+        return None
+    if not callable(getattr(client, "submit", None)) or not callable(getattr(client, "gather", None)):
+        hint = (" That is a cluster: pass `dask.distributed.Client(cluster)`."
+                if hasattr(client, "scheduler_address") else
+                " Create one with `from dask.distributed import Client; client = Client('tcp://scheduler:8786')`.")
+        raise TypeError(f"`client` must be a dask.distributed.Client; got {type(client).__name__}.{hint}")
+    if getattr(client, "status", "running") in ("closing", "closed"):
+        raise ValueError("`client` is closed; pass a connected dask.distributed.Client (or `client=None` to simulate here).")
+    return client
+
+
+def _run(tasks, client, bar) -> list:
+    """Run `(function, args, size)` tasks here in order, or on the cluster of `client` (all
+    submitted at once, gathered in order). The results are the same either way."""
+    if client is None:
+        results = []
+        for fn, args, size in tasks:
+            results.append(fn(*args))
+            bar.update(size)
+        return results
+    futures = [client.submit(fn, *args, pure=False) for fn, args, _ in tasks]
+    try:
+        results = []
+        for future, (_, _, size) in zip(futures, tasks):
+            results.append(future.result())
+            bar.update(size)
+        return results
+    finally:
+        client.cancel(futures)
+
+
 def simulate(
     model: IndividualModel,
     key,
@@ -154,33 +249,57 @@ def simulate(
     chunk_size: int | None = None,
     max_dropped_fraction: float = 0.01,
     progress: bool = True,
+    simulator: Callable | None = None,
+    block_size: int | None = None,
+    client=None,
 ) -> Simulations:
     """Simulate `num_simulations` pairs (φ, y) from the prior predictive of `model`.
 
-    Runs in jitted, vmapped chunks of `chunk_size` (default: the model's `simulation_chunk`,
+    Runs in chunks of `chunk_size` simulations (default: the model's `simulation_chunk`,
     10,000 for most models). Simulation `i` (its design, φ and noise) comes from the key
-    `jax.random.fold_in(key, i)`, so the result does not depend on `chunk_size`, and the
-    first `n` simulations of a longer run are those of a run of `n`.
+    `jax.random.fold_in(key, i)`, so the result does not depend on `chunk_size` or on where
+    the chunks run, and the first `n` simulations of a longer run are those of a run of `n`.
 
-    Simulations with a non-finite parameter or observation are dropped and counted in
-    `num_dropped`; more than `max_dropped_fraction` dropped raises a `RuntimeError` (the
-    simulator or the prior needs fixing).
+    **Arguments:**
+
+    - `model`, `key`, `num_simulations`: what to simulate, from which key, how many.
+    - `chunk_size`: simulations per jitted call (the model's program) or per task (a
+      `simulator` callable, rounded up to a multiple of `block_size`).
+    - `max_dropped_fraction`: simulations with a non-finite parameter or observation are
+      dropped and counted in `num_dropped`; more than this fraction dropped raises a
+      `RuntimeError` (the simulator or the prior needs fixing).
+    - `progress`: show a progress bar.
+    - `simulator`: optional Python callable `simulator(params, design, rng) -> obs` that
+      simulates the observations in place of the model's NumPyro program (a torch simulator
+      through [`torch_simulator`][nlme_ppl.backends.sbi.torch_simulator], NumPy code, a
+      wrapped external program). It receives `params` `(b, k)` float64 in `param_names`
+      order, `design` a dict of `(b, ...)` NumPy arrays (the model's design entries, drawn
+      from its design prior) and `rng` a `numpy.random.Generator`, and returns the `(b, T)`
+      observations. φ is drawn from the training prior and the designs as for the program.
+    - `block_size`: rows per call of `simulator` (default 1,000). Each call draws from its own
+      stream, seeded by `fold_in(fold_in(key, first row), ...)`: the simulations depend on the
+      key and `block_size`, not on `chunk_size` or the cluster.
+    - `client`: optional `dask.distributed.Client`. The chunks then run as tasks on its
+      workers (sent with dask's cloudpickle; the workers need nlme_ppl, and torch for torch
+      simulators), and give the same simulations as a local run. See the guide page
+      *Simulation on a cluster*.
 
     **Returns:** a [`Simulations`][nlme_ppl.Simulations] with `params` of shape `(n, k)`.
     """
     check_keys(key)
     num_simulations = positive_int(num_simulations, name="num_simulations")
     chunk_size = positive_int(model.simulation_chunk if chunk_size is None else chunk_size, name="chunk_size")
-    parts = []
+    client = _check_client(client)
+    if simulator is not None and not callable(simulator):
+        raise TypeError(f"`simulator` must be a callable `(params, design, rng) -> obs`; got {type(simulator).__name__}.")
+    if simulator is None and block_size is not None:
+        raise ValueError("`block_size` applies to a `simulator` callable; the model's program runs in fixed blocks of 64.")
     with tqdm(total=num_simulations, desc=f"simulate {model.name}", disable=not progress, unit="sim") as bar:
-        for start in range(0, num_simulations, chunk_size):
-            n = min(chunk_size, num_simulations - start)
-            width = -(-n // _BLOCK) * _BLOCK
-            chunk = jax.device_get(_simulate_chunk(model, key, jnp.asarray(start), width))
-            parts.append(jax.tree.map(lambda x: x[:n], chunk))
-            bar.update(n)
-    params, obs = (np.concatenate(x) for x in list(zip(*parts))[:2])
-    designs = jax.tree.map(lambda *x: np.concatenate(x), *[p[2] for p in parts])
+        if simulator is None:
+            params, obs, designs = _simulate_program(model, key, num_simulations, chunk_size, client, bar)
+        else:
+            block = positive_int(_CALL_BLOCK if block_size is None else block_size, name="block_size")
+            params, obs, designs = _simulate_callable(model, key, num_simulations, chunk_size, block, simulator, client, bar)
     mask = designs["mask"].astype(bool)
     ok = np.isfinite(params).all(1) & np.where(mask, np.isfinite(obs), True).all(1)
     dropped = int((~ok).sum())
@@ -194,6 +313,38 @@ def simulate(
         tqdm.write(f"simulate: dropped {dropped} non-finite simulations of {num_simulations}.")
     data = dataset_from_designs(model, designs, obs, keep=ok)
     return Simulations(jnp.asarray(params[ok]), data, model.param_names, dropped)
+
+
+def _simulate_program(model, key, num, chunk_size, client, bar):
+    """(params, obs, designs) of the model's NumPyro program, chunk by chunk."""
+    x64 = bool(jax.config.read("jax_enable_x64"))
+    tasks = []
+    for start in range(0, num, chunk_size):
+        n = min(chunk_size, num - start)
+        tasks.append((_program_task, (model, key, start, -(-n // _BLOCK) * _BLOCK, x64), n))
+    parts = [jax.tree.map(lambda x, n=n: x[:n], chunk) for chunk, (_, _, n) in zip(_run(tasks, client, bar), tasks)]
+    params, obs = (np.concatenate(x) for x in list(zip(*parts))[:2])
+    designs = jax.tree.map(lambda *x: np.concatenate(x), *[p[2] for p in parts])
+    return params, obs, designs
+
+
+def _simulate_callable(model, key, num, chunk_size, block, simulator, client, bar):
+    """(params, obs, designs) of a `simulator` callable: φ and designs drawn here in JAX, the
+    observations in blocks of `block` rows, in tasks of whole blocks."""
+    total = -(-num // block) * block  # whole blocks, so the last one has its full stream
+    per_task = -(-chunk_size // block) * block
+    drawn = [jax.device_get(_draw_rows(model, key, jnp.asarray(s))) for s in range(0, total, _DRAW)]
+    params = np.concatenate([d[0] for d in drawn]).astype(np.float64)[:total]
+    designs = {k: np.concatenate([d[1][k] for d in drawn])[:total] for k in drawn[0][1]}
+    seeds = np.concatenate([d[2] for d in drawn])[:total:block]  # the seed of each block's first row
+    tasks = []
+    for start in range(0, total, per_task):
+        rows = slice(start, start + per_task)
+        task_designs = {k: v[rows] for k, v in designs.items()}
+        tasks.append((_callable_task, (simulator, params[rows], task_designs, seeds[start // block : (start + per_task) // block], block),
+                      min(per_task, max(num - start, 0))))
+    obs = np.concatenate(_run(tasks, client, bar))[:num]
+    return params[:num], obs, {k: v[:num] for k, v in designs.items()}
 
 
 # ---------------------------------------------------------------------- data from a known truth

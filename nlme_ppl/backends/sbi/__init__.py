@@ -13,7 +13,8 @@ and importing it registers the backend's loader and trainer there.
   `log_prob`, `summaries`, `save`; `nlp.load_posterior` reads it back).
 - [`TORCH_SIMULATORS`][nlme_ppl.backends.sbi.TORCH_SIMULATORS]: torch versions of
   `frohlich_sde` and `pk_oral_1cmt`; [`simulate_torch`][nlme_ppl.backends.sbi.simulate_torch]
-  runs them.
+  runs them, and [`torch_simulator`][nlme_ppl.backends.sbi.torch_simulator] makes one a
+  `simulator` of `nlp.simulate` (locally, or on a dask cluster with `client=`).
 """
 
 from ...io.serialization import register_backend as _register_backend
@@ -25,8 +26,9 @@ from .simulators import (
     frohlich_sde_torch as frohlich_sde_torch,
     pk_oral_1cmt_torch as pk_oral_1cmt_torch,
     torch_prior as torch_prior,
+    torch_simulator as torch_simulator,
 )
 
 _register_backend("sbi", loader=SbiPosterior.from_archive, trainer=train_sbi)
 
-__all__ = ["SbiConfig", "SbiPosterior", "TORCH_SIMULATORS", "frohlich_sde_torch", "pk_oral_1cmt_torch", "simulate_torch", "torch_prior", "train_sbi"]
+__all__ = ["SbiConfig", "SbiPosterior", "TORCH_SIMULATORS", "frohlich_sde_torch", "pk_oral_1cmt_torch", "simulate_torch", "torch_prior", "torch_simulator", "train_sbi"]

@@ -6,10 +6,13 @@ model's `param_names` order (log scale), `design` a dict of `(n, ...)` tensors w
 the model's design (as `model.sample_designs` gives them), `generator` a `torch.Generator`;
 it returns the `(n, T)` observations. [`TORCH_SIMULATORS`][nlme_ppl.backends.sbi.TORCH_SIMULATORS]
 lists them by model name; `nlp.train(model, key, backend="sbi")` uses the one of its model.
+[`torch_simulator`][nlme_ppl.backends.sbi.torch_simulator] makes one a `simulator` of
+`nlp.simulate` (which runs it locally or, with `client=`, on a dask cluster).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +21,7 @@ from ...data import CENTRAL
 from ...models.pk import _SD_FLOOR
 from ._torch import torch
 
-__all__ = ["TORCH_SIMULATORS", "frohlich_sde_torch", "pk_oral_1cmt_torch", "torch_prior"]
+__all__ = ["TORCH_SIMULATORS", "frohlich_sde_torch", "pk_oral_1cmt_torch", "torch_prior", "torch_simulator"]
 
 
 def torch_prior(model):
@@ -29,6 +32,31 @@ def torch_prior(model):
     loc = torch.tensor([spec[n]["loc"] for n in model.param_names], dtype=torch.float32)
     scale = torch.tensor([spec[n]["scale"] for n in model.param_names], dtype=torch.float32)
     return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+
+def torch_simulator(fn: Callable) -> Callable:
+    """A torch simulator `fn(params, design, generator) -> obs` as a `simulator` of
+    [`nlp.simulate`][nlme_ppl.simulate]: `(params, design, rng) -> obs` on NumPy arrays.
+
+    Each call converts `params` (float64) and the design entries to tensors, seeds a
+    `torch.Generator` from the `numpy.random.Generator` that `simulate` gives the block, runs
+    `fn` without gradients, and returns the observations as a NumPy array. So
+
+        nlp.simulate(model, key, num_simulations=100_000,
+                     simulator=torch_simulator(TORCH_SIMULATORS[model.name]), client=client)
+
+    gives the same simulations on a dask cluster as here (the workers need `nlme_ppl[sbi]`).
+    """
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a torch simulator `(params, design, generator) -> obs`; got {type(fn).__name__}.")
+    return functools.update_wrapper(functools.partial(_call_torch, fn), fn)
+
+
+def _call_torch(fn: Callable, params: np.ndarray, design: dict, rng: np.random.Generator) -> np.ndarray:
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+    with torch.no_grad():
+        out = fn(torch.as_tensor(params, dtype=torch.float64), {k: torch.as_tensor(v) for k, v in design.items()}, generator)
+    return out.detach().cpu().numpy()
 
 
 # ---------------------------------------------------------------- frohlich_sde
