@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nlme_ppl.io.serialization",),  # the estimator-archive format and the backend registry
     ("nlme_ppl.models",),
     ("nlme_ppl.designs",),
-    ("nlme_ppl.simulation",),
+    ("nlme_ppl.simulation", "nlme_ppl._distributed", "nlme_ppl._population_draws"),  # prior predictive; its dask runner; draws from population programs
     ("nlme_ppl.estimators", "nlme_ppl.backends"),  # a backend is an estimator, reached only by the registry
     ("nlme_ppl._draws", "nlme_ppl.likelihood"),  # the surrogate's draws, and the handler
     ("nlme_ppl.populations", "nlme_ppl._covariate_forms", "nlme_ppl._bounded_normal"),  # population programs, their covariate forms and bounded prior
