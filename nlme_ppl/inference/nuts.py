@@ -17,6 +17,7 @@ from ..designs import check_designs
 from ..likelihood import prepare_draws, wants_cross_products
 from ._diagnose import diagnose_fit
 from ._mcmc import run_nuts
+from ._occasions_nuts import nuts_occasions
 from ._objective import surrogate_model
 from ._predictive import posterior_predictive as predictive_draws
 from ._result import MAPResult
@@ -111,6 +112,13 @@ def fit_nuts(
     group `log_likelihood_observation`); `"observation"` the per-observation terms, so that
     `az.plot_loo_pit(tree)` runs directly (the per-individual terms go to a group
     `log_likelihood_individual`, and `az.loo` then leaves out one observation at a time).
+
+    Data whose rows are occasions (`data.subjects`) with a population with `occasions` are
+    sampled on the likelihood of [`fit_occasions`][nlme_ppl.inference.fit_occasions], from its MAP
+    (`nuts_occasions`): the tree then has `posterior`, `sample_stats`, `log_likelihood` (one
+    term per individual) and `surrogate_diagnostics` (the outer weights' `pareto_k` and `ess`
+    at the MAP); `init`, `init_map`, `fixed`, `max_draws`, `posterior_predictive`, `diagnose`
+    and `log_likelihood` do not apply there.
     """
     check_keys(key)
     if isinstance(data, Dataset):
@@ -126,6 +134,10 @@ def fit_nuts(
     num_chains = positive_int(num_chains, name="num_chains")
     posterior = refined_posterior(posterior, data, key, refine)
     num_draws = positive_int(num_draws, name="num_draws")
+    if getattr(population, "occasions", ()) or getattr(data, "subjects", None) is not None:
+        return nuts_occasions(population, posterior, data, key, num_draws=num_draws, num_chains=num_chains, num_warmup=num_warmup,
+                              num_samples=num_samples, target_accept_prob=target_accept_prob, chain_method=chain_method,
+                              progress=progress, site=site)  # fmt: skip
     max_draws = _max_draws(max_draws, num_draws)
     k_draws, k_map, k_mcmc = jax.random.split(key, 3)
     base = draws = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=wants_cross_products(population))

@@ -167,14 +167,14 @@ def _mixture(key, num_points: int, components) -> tuple[Float[Array, "subjects p
 
 def _adapted(terms: OccasionTerms, log_w, loc_random, omega, key) -> OccasionTerms:
     """New importance points from the weights `log_w` `(S, L)` at a fit: a mixture of the
-    weighted points' Gaussian (covariance ×2, weight 0.5), the same mean with the population
+    weighted points' Gaussian (covariance ×2 + 0.1 Ω, weight 0.5), the same mean with the population
     covariance Ω (0.3), and the population distribution N(μ_i, 1.5 Ω) (0.2, defensive)."""
     w = jax.nn.softmax(log_w, axis=1)
     mean = jnp.einsum("sl,sli->si", w, terms.points)
     dev = terms.points - mean[:, None]
     cov = jnp.einsum("sl,sli,slj->sij", w, dev, dev)
     omega = jnp.broadcast_to(omega, cov.shape)
-    points, log_r = _mixture(key, terms.points.shape[1], [(0.5, mean, 2 * cov + 0.01 * omega), (0.3, mean, omega), (0.2, loc_random, 1.5 * omega)])
+    points, log_r = _mixture(key, terms.points.shape[1], [(0.5, mean, 2 * cov + 0.1 * omega), (0.3, mean, omega), (0.2, loc_random, 1.5 * omega)])
     return eqx.tree_at(lambda t: (t.points, t.log_proposal), terms, (points, log_r))
 
 
@@ -251,13 +251,19 @@ def fit_occasions(
     points per individual, and L-BFGS's `max_iter` and `tol` (on the gradient norm relative to
     1 + |f|). After the first fit the importance points are adapted to each individual's
     weighted points at the estimate and the fit is redone from there, up to `num_adapt` times,
-    until the median effective sample size of the outer weights reaches a quarter of `num_points`.
+    until the median effective sample size of the outer weights reaches a quarter of `num_points`
+    and the smallest 4% of it.
 
     **Returns:** a [`MAPResult`][nlme_ppl.MAPResult] indexed by individual (not occasion): `params`
     with `sd_occ[p]` for each IOV parameter, `stderr` from the Hessian, `log_likelihood` and
     `pointwise` per individual; `importance` holds the Pareto k̂ and effective sample size of
     each individual's outer importance weights (k̂ > 0.7: raise `num_points`).
     """
+    return _fit(population, posterior, data, key, num_draws=num_draws, num_points=num_points, num_adapt=num_adapt, max_iter=max_iter, tol=tol)[0]
+
+
+def _fit(population, posterior, data, key, *, num_draws, num_points, num_adapt, max_iter, tol) -> tuple[MAPResult, OccasionTerms, dict]:
+    """`fit_occasions`, also returning the adapted importance terms and the population sites' priors."""
     check_keys(key)
     _check(population, data)
     model = posterior.model
@@ -273,8 +279,7 @@ def fit_occasions(
         return {n: transforms[n](v) for n, v in unravel(z).items()}
 
     def pointwise(z, terms):
-        w = _log_weights(population, model, terms, constrain(z), data)
-        return jax.nn.logsumexp(w, axis=1) - math.log(w.shape[1])
+        return subject_loglik(population, model, terms, constrain(z), data)
 
     def neg_log_post(z, terms):
         v = constrain(z)
@@ -293,7 +298,7 @@ def fit_occasions(
         lw = np.asarray(log_weights(z, terms))
         w = np.exp(lw - lw.max(axis=1, keepdims=True))
         ess = w.sum(axis=1) ** 2 / (w**2).sum(axis=1)
-        if round_ and np.median(ess) >= 0.25 * num_points:
+        if round_ and np.median(ess) >= 0.25 * num_points and np.min(ess) >= 0.04 * num_points:
             break
     final_pointwise, final_objective = functools.partial(pointwise, terms=terms), functools.partial(neg_log_post, terms=terms)
     values_c = constrain(z)
@@ -320,7 +325,14 @@ def fit_occasions(
         iterations=np.array([total_iters]), best=0, log_likelihood=float(point.sum()), pointwise=point,
         ids=subjects, population=population, importance=outer,
         robust_stderr=cov.stderr(robust=True), covariance=cov.hessian, robust_covariance=cov.robust,
-    )
+    ), terms, sites
+
+
+def subject_loglik(population, model, terms: OccasionTerms, site_values: dict, data: Dataset) -> Float[Array, " subjects"]:
+    """Each individual's log-likelihood `(S,)` at the population site values (relative to the
+    training prior's marginal of its occasions)."""
+    w = _log_weights(population, model, terms, site_values, data)
+    return jax.nn.logsumexp(w, axis=1) - math.log(w.shape[1])
 
 
 def _global_sites(population, data, key) -> dict:
