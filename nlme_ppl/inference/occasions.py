@@ -165,27 +165,60 @@ def _mixture(key, num_points: int, components) -> tuple[Float[Array, "subjects p
     return points, jax.nn.logsumexp(jnp.stack(parts), axis=0)
 
 
-def _adapted(terms: OccasionTerms, log_w, loc_random, omega, key) -> OccasionTerms:
-    """New importance points from the weights `log_w` `(S, L)` at a fit: a mixture of the
-    weighted points' Gaussian (covariance ×2 + 0.1 Ω, weight 0.5), the same mean with the population
-    covariance Ω (0.3), and the population distribution N(μ_i, 1.5 Ω) (0.2, defensive)."""
-    w = jax.nn.softmax(log_w, axis=1)
-    mean = jnp.einsum("sl,sli->si", w, terms.points)
-    dev = terms.points - mean[:, None]
-    cov = jnp.einsum("sl,sli,slj->sij", w, dev, dev)
+def _adapted(population, model, terms: OccasionTerms, site_values: dict, data: Dataset, key, *, newton_steps: int = 20) -> OccasionTerms:
+    """New importance points at population parameters `site_values`, from each individual's
+    Laplace approximation of its conditional posterior of ψ: Newton steps (eigenvalues of the
+    Hessian made negative, steps capped at 1 on the log scale) from its best current point, then
+    a mixture of N(mode, 1.5² H⁻¹) (weight 0.5), N(mode, 3² H⁻¹) (0.3) and the population
+    distribution N(μ_i, 1.5 Ω) (0.2, defensive)."""
+    r = terms.points.shape[-1]
+    if r == 0:
+        return terms
+    loc_random, omega = _population_normal(population, terms, site_values, data)
+
+    def total(psi):  # (S, r) -> scalar; separable across individuals, so its Hessian is block diagonal
+        return jnp.sum(_log_density(population, model, terms, site_values, data, psi[:, None]))
+
+    grad = jax.grad(total)
+
+    def blocks(psi):  # each individual's (r, r) Hessian block, by r Hessian-vector products
+        cols = [jax.jvp(grad, (psi,), (jnp.zeros_like(psi).at[:, c].set(1.0),))[1] for c in range(r)]
+        return jnp.stack(cols, axis=-1)
+
+    def negative(h):  # eigenvalues at most -1e-6 of the largest magnitude, so that -H is a precision
+        lam, vec = jnp.linalg.eigh(0.5 * (h + jnp.swapaxes(h, -1, -2)))
+        floor = 1e-6 * jnp.max(jnp.abs(lam), axis=-1, keepdims=True) + 1e-9
+        return vec, jnp.minimum(lam, -floor)
+
+    def step(_, psi):
+        vec, lam = negative(blocks(psi))
+        delta = -jnp.einsum("sij,sj,skj,sk->si", vec, 1.0 / lam, vec, grad(psi))
+        norm = jnp.linalg.norm(delta, axis=-1, keepdims=True)
+        return psi + delta * jnp.minimum(1.0, 1.0 / jnp.maximum(norm, 1e-12))
+
+    lw = _log_weights(population, model, terms, site_values, data)
+    start = jnp.take_along_axis(terms.points, jnp.argmax(lw, axis=1)[:, None, None], axis=1)[:, 0]
+    mode = jax.lax.fori_loop(0, newton_steps, step, start)
+    vec, lam = negative(blocks(mode))
+    cov = jnp.einsum("sij,sj,skj->sik", vec, -1.0 / lam, vec)
     omega = jnp.broadcast_to(omega, cov.shape)
-    points, log_r = _mixture(key, terms.points.shape[1], [(0.5, mean, 2 * cov + 0.1 * omega), (0.3, mean, omega), (0.2, loc_random, 1.5 * omega)])
+    points, log_r = _mixture(key, terms.points.shape[1], [(0.5, mode, 2.25 * cov), (0.3, mode, 9.0 * cov), (0.2, loc_random, 1.5 * omega)])
     return eqx.tree_at(lambda t: (t.points, t.log_proposal), terms, (points, log_r))
 
 
 def _log_weights(population, model, terms: OccasionTerms, site_values: dict, data: Dataset) -> Float[Array, "subjects points"]:
     """log N(ψ_il; μ_i, Ω) + Σ_u log p̂(y_u | ψ_il) − log r_i(ψ_il) for every individual and point."""
+    return _log_density(population, model, terms, site_values, data, terms.points) - terms.log_proposal
+
+
+def _log_density(population, model, terms: OccasionTerms, site_values: dict, data: Dataset, points) -> Float[Array, "subjects points"]:
+    """log N(ψ; μ_i, Ω) + Σ_u log p̂(y_u | ψ) at each individual's `points` `(S, P, r)` of its random effects."""
     names = population.param_names
     shared, iov, random = (np.array(t, int) for t in (terms.shared, terms.iov, terms.random))
-    num_subjects = terms.points.shape[0]
+    num_subjects = points.shape[0]
     loc = _subject_means(population, site_values, data, terms)
-    psi = jnp.broadcast_to(loc[:, None], terms.points.shape[:2] + (len(names),))
-    psi = psi.at[:, :, random].set(terms.points) if random.size else psi
+    psi = jnp.broadcast_to(loc[:, None], points.shape[:2] + (len(names),))
+    psi = psi.at[:, :, random].set(points) if random.size else psi
     x = psi[terms.index]  # (N, L, k)
     xs, xo = x[:, :, shared], x[:, :, iov]
     zx = jnp.einsum("uij,ulj->uli", terms.W, xs - terms.a[:, None])  # (N, L, s)
@@ -203,8 +236,8 @@ def _log_weights(population, model, terms: OccasionTerms, site_values: dict, dat
     if random.size:
         sd = site_values["sd"]
         chol = sd[:, None] * site_values["corr_chol"] if "corr_chol" in site_values else jnp.diag(sd)
-        total = total + dist.MultivariateNormal(loc[:, None, random], scale_tril=chol).log_prob(terms.points)
-    return total - terms.log_proposal
+        total = total + dist.MultivariateNormal(loc[:, None, random], scale_tril=chol).log_prob(points)
+    return total
 
 
 def _subject_means(population, site_values, data, terms) -> Float[Array, "subjects k"]:
@@ -250,7 +283,7 @@ def fit_occasions(
     module's docstring for the likelihood. `num_draws` per occasion, `num_points` importance
     points per individual, and L-BFGS's `max_iter` and `tol` (on the gradient norm relative to
     1 + |f|). After the first fit the importance points are adapted to each individual's
-    weighted points at the estimate and the fit is redone from there, up to `num_adapt` times,
+    Laplace approximation at the estimate and the fit is redone from there, up to `num_adapt` times,
     until the median effective sample size of the outer weights reaches a quarter of `num_points`
     and the smallest 4% of it.
 
@@ -288,11 +321,11 @@ def _fit(population, posterior, data, key, *, num_draws, num_points, num_adapt, 
 
     solve = jax.jit(lambda z0, terms: lbfgs(lambda z: neg_log_post(z, terms), z0, max_iter=max_iter, tol=tol))
     log_weights = jax.jit(lambda z, terms: _log_weights(population, model, terms, constrain(z), data))
+    adapt = jax.jit(lambda z, terms, key: _adapted(population, model, terms, constrain(z), data, key))
     z, total_iters = z0, 0
     for round_ in range(num_adapt + 1):
         if round_:
-            v = constrain(z)
-            terms = _adapted(terms, log_weights(z, terms), *_population_normal(population, terms, v, data), jax.random.fold_in(k_points, round_))
+            terms = adapt(z, terms, jax.random.fold_in(k_points, round_))
         z, value, converged, iters = solve(z, terms)
         total_iters += int(iters)
         lw = np.asarray(log_weights(z, terms))

@@ -62,11 +62,11 @@ def test_iov_fit_matches_the_exact_map_and_likelihood(iov_fit):
     exact = _exact_map(data)
     est = np.array([fit.params[k] for k in ("mean[a]", "mean[b]", "sd[a]", "sd[b]", "sd_occ[b]")])
     se = np.array([fit.stderr[k] for k in ("mean[a]", "mean[b]", "sd[a]", "sd[b]", "sd_occ[b]")])
-    # measured: every estimate within 0.25 SE of the exact MAP (0.24 for sd[b], 0.12 for mean[b],
-    # < 0.05 for the rest; the posterior is Gaussian, so the error is the Monte Carlo error of the
+    # measured: every estimate within 0.27 SE of the exact MAP (0.26 for sd[b], 0.13 for mean[b],
+    # < 0.03 for the rest; the posterior is Gaussian, so the error is the Monte Carlo error of the
     # draws and the importance points); tolerance 0.5 SE
     assert np.all(np.abs(est - exact) < 0.5 * se), (est, exact, se)
-    # the log-likelihood at the estimate: measured 0.9 above the closed form (120 occasions; the
+    # the log-likelihood at the estimate: measured 0.6 above the closed form (120 occasions; the
     # maximum of a Monte Carlo objective is biased up); tolerance 2.0
     exact_ll = _exact_loglik(data, est[:2], est[2:4], est[4])
     assert abs(fit.log_likelihood - exact_ll) < 2.0, (fit.log_likelihood, exact_ll)
