@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help="NONMEM-format CSV (ID, TIME, DV, AMT, EVID, MDV, CMT, ...) or a CSV with columns ID, TIME, DV")
     f.add_argument("--covariance", choices=("diag", "full"), default="diag")
     f.add_argument("--fixed", default="", help="comma-separated parameters without random effect, e.g. offset,sigma")
+    f.add_argument("--occasion", default=None, metavar="COLUMN",
+                   help="column numbering each individual's occasions (e.g. OCC): each (ID, OCC) becomes one unit (map and nuts)")
+    f.add_argument("--iov", default="", help="with --occasion: comma-separated parameters with inter-occasion variability, e.g. CL")
     f.add_argument("--method", choices=("map", "nuts", "vae"), default="map",
                    help="map: the amortized surrogate's MAP (default); nuts: its posterior; vae: the NN-NLME variational "
                    "autoencoder on the exact likelihood (tractable models; no estimator)")
@@ -146,9 +149,14 @@ def _fit(args) -> int:
                          "train an estimator with it (nlme-ppl train --prior ...) and pass --estimator.")
     else:
         post = nlp.pretrained(args.model)
-    data = nlp.read_nonmem(args.data)
+    iov = tuple(s.strip() for s in args.iov.split(",") if s.strip())
+    if iov and not args.occasion:
+        raise ValueError("--iov needs --occasion COLUMN, the column that numbers each individual's occasions (e.g. OCC).")
+    if args.occasion and (args.profile or args.bootstrap):
+        raise ValueError("--profile and --bootstrap do not take occasions yet; fit without them (the SEs are in parameters.csv).")
+    data = nlp.read_nonmem(args.data, occasion=args.occasion)
     fixed = tuple(s.strip() for s in args.fixed.split(",") if s.strip())
-    population = nlp.populations.gaussian(model, covariance=args.covariance, fixed=fixed)
+    population = nlp.populations.gaussian(model, covariance=args.covariance, fixed=fixed, occasions=iov)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(args.seed)
@@ -160,7 +168,8 @@ def _fit(args) -> int:
     result = {
         "model": args.model,
         "method": args.method,
-        "num_individuals": data.num_individuals,
+        "num_individuals": len(fit.ids),
+        "num_occasions": data.num_individuals if args.occasion else None,
         "population_parameters": fit.params,
         "standard_errors": fit.stderr,
         "robust_standard_errors": fit.robust_stderr,
@@ -177,7 +186,8 @@ def _fit(args) -> int:
             "model": args.model, "estimator": str(Path(args.estimator).resolve()) if args.estimator else None,
             "data": str(Path(args.data).resolve()), "covariance": args.covariance, "fixed": list(fixed),
             "fixed_treatment": args.fixed_treatment, "refine": args.refine, "seed": args.seed, "num_draws": args.num_draws,
-            "num_starts": args.num_starts, "max_draws": args.max_draws, "method": args.method,
+            "num_starts": args.num_starts, "max_draws": args.max_draws, "method": args.method, "occasion": args.occasion,
+            "iov": list(iov),
         },  # what `nlme-ppl report` needs to redo the fit (the same key gives the same fit)
         "refined": fit.refined is not None,
         "fixed_treatment": fit.fixed_treatment,

@@ -282,8 +282,9 @@ def fit_from_dir(fit_dir: str | Path):
     est = settings["estimator"]
     post = load_posterior(est) if est else pretrained(settings["model"])  # a file rebuilds its model's training prior
     model = post.model if est else models.get(settings["model"])
-    data = read_nonmem(settings["data"])
-    population = populations.gaussian(model, covariance=settings["covariance"], fixed=tuple(settings["fixed"]))
+    data = read_nonmem(settings["data"], occasion=settings.get("occasion"))
+    population = populations.gaussian(model, covariance=settings["covariance"], fixed=tuple(settings["fixed"]),
+                                      occasions=tuple(settings.get("iov", ())))
     key = jax.random.key(int(settings["seed"]))
     refine = "auto" if settings["refine"] is None else bool(settings["refine"])
     fit = fit_map(population, post, data, key, num_draws=settings["num_draws"], num_starts=settings["num_starts"], refine=refine,
@@ -309,6 +310,10 @@ def report_from_dir(fit_dir: str | Path, *, path: str | Path, compare: Sequence[
     **Returns:** the path written.
     """
     fit_dir = Path(fit_dir)
+    occasion = json.loads((fit_dir / "fit.json").read_text()).get("settings", {}).get("occasion") if (fit_dir / "fit.json").is_file() else None
+    if occasion:
+        raise ValueError(f"{fit_dir} is a fit with occasions (--occasion {occasion}); the report does not take occasions yet. "
+                         "Its estimates and SEs are in parameters.csv and fit.json.")
     fit, post, data, key, settings = fit_from_dir(fit_dir)
     idata = None
     if (fit_dir / "posterior.nc").is_file():
