@@ -17,6 +17,7 @@ import numpyro as _numpyro  # noqa: E402
 _numpyro.__version__
 
 from . import demo as demo, designs as designs, diagnostics as diagnostics, estimators as estimators, models as models, populations as populations  # noqa: E402
+from ._cache import enable_compilation_cache as enable_compilation_cache  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset, Doses as Doses  # noqa: E402
 from .estimators import (  # noqa: E402
@@ -52,6 +53,7 @@ from .likelihood import SurrogateDraws as SurrogateDraws, amortize as amortize, 
 from .simulation import Simulations as Simulations, simulate as simulate, simulate_data as simulate_data, simulate_population as simulate_population  # noqa: E402
 
 __all__ = [
+    "enable_compilation_cache",
     "AmortizedPosterior",
     "Dataset",
     "Doses",

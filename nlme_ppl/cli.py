@@ -237,6 +237,8 @@ def _fit_vae(args) -> int:
 
     import nlme_ppl as nlp
 
+    if args.occasion or args.iov:
+        raise ValueError("--method vae does not take occasions (--occasion, --iov) yet; fit them with --method map or nuts.")
     if args.estimator:
         raise ValueError("--method vae fits with the model's exact likelihood and its own encoder; it takes no --estimator.")
     model = nlp.models.get(args.model, prior=_priors(args.prior))
@@ -422,6 +424,9 @@ def _file_source(path) -> dict:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from ._cache import enable_compilation_cache
+
+    enable_compilation_cache()  # JAX_COMPILATION_CACHE_DIR, else ~/.cache/nlme_ppl; NLME_PPL_NO_CACHE=1 turns it off
     try:
         commands = {"demo": _demo, "fit": _fit, "train": _train, "report": _report, "compare": _compare, "covariates": _covariates}
         return commands[args.command](args)

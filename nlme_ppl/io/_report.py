@@ -275,6 +275,9 @@ def fit_from_dir(fit_dir: str | Path):
     if not spec.is_file():
         raise ValueError(f"{fit_dir} has no fit.json; give a folder written by `nlme-ppl fit --out DIR`.")
     settings = json.loads(spec.read_text()).get("settings")
+    if settings is not None and settings.get("method") == "vae":
+        raise ValueError(f"{fit_dir} is a fit by --method vae; the report, compare and covariates redo fits of the amortized "
+                         "estimator (map or nuts) only. Its estimates, SEs and log-likelihood are in parameters.csv and fit.json.")
     missing = [k for k in _SETTINGS if settings is None or k not in settings]
     if missing:
         raise ValueError(f"{spec} lacks the settings {missing} that the report needs to redo the fit; rerun `nlme-ppl fit` "
