@@ -42,7 +42,8 @@ def nuts_occasions(population, posterior, data, key, *, num_draws: int, num_chai
         target_accept_prob=target_accept_prob, chain_method=chain_method, progress=progress,
     )
     flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}
-    ll = jax.vmap(lambda v: subject_loglik(population, model, terms, v, data))(flat)
+    # a few posterior draws at a time: one draw's terms are (occasions, points, draws) arrays
+    ll = jax.lax.map(jax.jit(lambda v: subject_loglik(population, model, terms, v, data)), flat, batch_size=4)
     _, subjects = subject_index(data)
     ll = np.asarray(ll).reshape(num_chains, num_samples, -1)
     if "corr_chol" in samples:
