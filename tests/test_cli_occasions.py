@@ -2,19 +2,14 @@
 
 import json
 
-import jax
-
 import nlme_ppl as nlp
 from nlme_ppl.cli import main
+from tests.inference.test_occasions import pk_iov_study
 
 
 def test_fit_with_occasions_from_the_command_line(tmp_path, capsys):
-    m = nlp.models.pk_oral_1cmt()
-    pop = nlp.populations.gaussian(m, fixed=("sigma_add",), occasions=("CL",))
-    truth = {"mean": {"ka": 0.4, "CL": 1.0, "V": 3.4, "sigma_add": -1.2}, "sd": {"ka": 0.3, "CL": 0.3, "V": 0.2}, "sd_occ": {"CL": 0.25}}
     n, k = 10, 2
-    phi = nlp.simulate_population(pop, truth, jax.random.key(1), num_individuals=n, occasions=k)
-    sim = nlp.simulate_data(m, phi, jax.random.key(2), ids=[f"{i + 1}/{o + 1}" for i in range(n) for o in range(k)])
+    _, sim = pk_iov_study(n, k)
     frame = nlp.write_nonmem(sim, tmp_path / "study.csv")
     frame["OCC"] = frame["ID"].str.split("/").str[1].astype(int)
     frame["ID"] = frame["ID"].str.split("/").str[0].astype(int)

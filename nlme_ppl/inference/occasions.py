@@ -16,14 +16,17 @@ with o_uj the O-part of the occasion's draws (its marginal posterior, non-Gaussi
 and N(s; a + B o, C) the Gaussian conditional of s given o fitted to the same draws (exact for
 a Gaussian posterior; no kernel bandwidth). π is the training prior, a product over
 parameters. The individual's integral over ψ_i is then taken by importance sampling: L points
-per individual from a fixed defensive mixture (its occasions' draws pooled and widened, and
-the population's spread of them), the same points at every evaluation, so the objective is
-smooth in the population parameters and L-BFGS finds its maximum:
+per individual, the same points at every evaluation, so that the objective is smooth in the
+population parameters and L-BFGS finds its maximum. The first points come from a defensive
+mixture (the individual's occasions' draws pooled and widened, and the population's spread of
+them); after each fit they are drawn again around each individual's Laplace approximation at
+the estimate, and the fit is redone:
 
     log p(y_i | θ) ≈ log (1/L) Σ_l N(ψ_il; μ_i, Ω) Π_u p̂(y_u | ψ_il) / r_i(ψ_il).
 
 The log-likelihood is relative to the training prior's marginal likelihood of each occasion,
-as `fit_map`'s. The effective sample size of each individual's outer weights is reported.
+as `fit_map`'s. The Pareto k̂ and effective sample size of each individual's outer weights
+are reported.
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ class OccasionTerms(eqx.Module):
     - `o_draws` `(N, M, o)`: the IOV parameters' draws; `log_prior_o` `(N, M)` their training prior.
     - `a` `(N, s)`, `WB` `(N, s, o)`, `W` `(N, s, s)`, `log_det_c` `(N,)`: the Gaussian conditional
       N(s; a + B o, C) of the shared parameters given the IOV ones, with W = chol(C)⁻¹.
-    - `index` `(N,)`: each occasion's individual, `first` `(S,)` each individual's first occasion; `points` `(S, L, r)` the importance points of
-      each individual's random effects, `log_proposal` `(S, L)` their proposal density.
+    - `index` `(N,)`: each occasion's individual; `first` `(S,)`: each individual's first occasion.
+    - `points` `(S, L, r)`: the importance points of each individual's random effects;
+      `log_proposal` `(S, L)`: their proposal density.
     """
 
     o_draws: Float[Array, "units draws o"]

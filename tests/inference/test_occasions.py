@@ -122,16 +122,26 @@ def test_simulate_population_with_occasions_shares_the_parameters_without_iov():
     assert phi[:, 0, 0].std() == pytest.approx(0.8, rel=0.1)
 
 
+PK_TRUTH = {"mean": {"ka": 0.4, "CL": 1.0, "V": 3.4, "sigma_add": -1.2}, "sd": {"ka": 0.3, "CL": 0.3, "V": 0.2}, "sd_occ": {"CL": 0.25}}
+
+
+def pk_iov_study(n, k):
+    """`pk_oral_1cmt` with IOV on CL: the population and `n` individuals × `k` occasions
+    simulated at `PK_TRUTH` (ids `"i/o"`, rows of an individual adjacent)."""
+    m = nlp.models.pk_oral_1cmt()
+    pop = nlp.populations.gaussian(m, fixed=("sigma_add",), occasions=("CL",))
+    phi = nlp.simulate_population(pop, PK_TRUTH, jax.random.key(1), num_individuals=n, occasions=k)
+    data = nlp.simulate_data(m, phi, jax.random.key(2), ids=[f"{i + 1}/{o + 1}" for i in range(n) for o in range(k)])
+    return pop, data
+
+
 @pytest.mark.heavy
 def test_pk_between_subject_and_between_occasion_sds_are_recovered():
     """Issue 17's target: a synthetic pk_oral_1cmt population with IOV on CL, fitted with the
     shipped estimator (refined: the model is tractable), recovers every SD within 20%."""
-    m = nlp.models.pk_oral_1cmt()
-    pop = nlp.populations.gaussian(m, fixed=("sigma_add",), occasions=("CL",))
-    truth = {"mean": {"ka": 0.4, "CL": 1.0, "V": 3.4, "sigma_add": -1.2}, "sd": {"ka": 0.3, "CL": 0.3, "V": 0.2}, "sd_occ": {"CL": 0.25}}
+    truth = PK_TRUTH
     n, k = 150, 3
-    phi = nlp.simulate_population(pop, truth, jax.random.key(1), num_individuals=n, occasions=k)
-    data = nlp.simulate_data(m, phi, jax.random.key(2), ids=[f"{i}/{o}" for i in range(n) for o in range(k)])
+    pop, data = pk_iov_study(n, k)
     data = data.with_subjects([str(i) for i in range(n) for _ in range(k)])
     fit = nlp.fit_map(pop, nlp.pretrained("pk_oral_1cmt"), data, jax.random.key(3))
     print(fit.table()[["estimate", "se"]], f"Pareto k max {fit.importance.pareto_k.max():.2f}")
@@ -179,6 +189,7 @@ def test_iov_nuts_matches_nuts_on_the_closed_form():
     for name in ("mean", "sd", "sd_occ"):
         got = np.asarray(post[name]).reshape(800, -1)
         print(name, got.mean(0), ref[name].mean(0), got.std(0), ref[name].std(0))
-        # tolerances from 800 draws: means within 0.3 reference SDs, SDs within 20%
+        # measured: posterior means within 0.03 reference SDs, posterior SDs within 8%; tolerances
+        # 0.3 SD and 20% (800 draws, Monte Carlo error of both runs)
         np.testing.assert_array_less(np.abs(got.mean(0) - ref[name].mean(0)) / ref[name].std(0), 0.3)
         np.testing.assert_allclose(got.std(0), ref[name].std(0), rtol=0.2)
