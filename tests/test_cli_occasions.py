@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 import nlme_ppl as nlp
 from nlme_ppl.cli import main
 from tests.inference.test_occasions import pk_iov_study
 
 
+@pytest.mark.heavy  # 162-492 s measured on a loaded machine: make test's 45-minute budget; the IOV engine is tested in tests/inference
 def test_fit_with_occasions_from_the_command_line(tmp_path, capsys):
     n, k = 10, 2
     _, sim = pk_iov_study(n, k)

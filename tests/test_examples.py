@@ -34,9 +34,10 @@ def test_every_example_has_tiny_settings():
 #: run: theophylline 78 s, exact_check 73 s, custom_model 57 s, frohlich_population 33-118 s): the
 #: demo population's NUTS fits and LOO comparison are tested in tests/inference; the Theophylline fit by
 #: tests/test_cli.py and tests/models/test_pk.py, the exact baseline by tests/diagnostics/test_exact.py,
-#: training a user's model by tests/estimators/test_train.py.
+#: training a user's model by tests/estimators/test_train.py. Stop 31: occasions (60-110 s; the
+#: IOV fit is tested in tests/inference/test_occasions.py, its reader in tests/io/test_nonmem.py).
 HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py", "multi_experiment.py", "theophylline.py", "exact_check.py", "custom_model.py",
-         "frohlich_population.py"}
+         "frohlich_population.py", "occasions.py"}
 
 
 @pytest.mark.slow
