@@ -238,10 +238,21 @@ def _log_density(population, model, terms: OccasionTerms, site_values: dict, dat
     per_unit = jax.nn.logsumexp(term, axis=-1) - math.log(m)  # (N, L)
     total = jax.ops.segment_sum(per_unit, terms.index, num_subjects)  # (S, L)
     if random.size:
-        sd = site_values["sd"]
-        chol = sd[:, None] * site_values["corr_chol"] if "corr_chol" in site_values else jnp.diag(sd)
-        total = total + dist.MultivariateNormal(loc[:, None, random], scale_tril=chol).log_prob(points)
+        total = total + dist.MultivariateNormal(loc[:, None, random], scale_tril=_omega_chol(site_values)).log_prob(points)
     return total
+
+
+def _omega_chol(site_values) -> Float[Array, "r r"]:
+    """The Cholesky factor of the random effects' covariance Ω: diag(sd), or diag(sd) · corr_chol."""
+    sd = site_values["sd"]
+    return sd[:, None] * site_values["corr_chol"] if "corr_chol" in site_values else jnp.diag(sd)
+
+
+def _with_corr(site_values: dict) -> dict:
+    """The site values with the correlation matrix `corr` beside `corr_chol` (full covariance)."""
+    if "corr_chol" in site_values:
+        site_values = {**site_values, "corr": site_values["corr_chol"] @ site_values["corr_chol"].T}
+    return site_values
 
 
 def _subject_means(population, site_values, data, terms) -> Float[Array, "subjects k"]:
@@ -253,8 +264,7 @@ def _subject_means(population, site_values, data, terms) -> Float[Array, "subjec
 def _population_normal(population, terms, site_values, data):
     """The individuals' means of the random effects `(S, r)` and their covariance Ω `(r, r)`."""
     random = np.array(terms.random, int)
-    sd = site_values["sd"]
-    chol = sd[:, None] * site_values["corr_chol"] if "corr_chol" in site_values else jnp.diag(sd)
+    chol = _omega_chol(site_values)
     return _subject_means(population, site_values, data, terms)[:, random], chol @ chol.T
 
 
@@ -338,23 +348,18 @@ def _fit(population, posterior, data, key, *, num_draws, num_points, num_adapt, 
         if round_ and np.median(ess) >= 0.25 * num_points and np.min(ess) >= 0.04 * num_points:
             break
     final_pointwise, final_objective = functools.partial(pointwise, terms=terms), functools.partial(neg_log_post, terms=terms)
-    values_c = constrain(z)
-    if "corr_chol" in values_c:
-        values_c["corr"] = values_c["corr_chol"] @ values_c["corr_chol"].T
+    values_c = _with_corr(constrain(z))
     labels = list(flatten_params(population, values_c))
 
     def flat(zz):
-        v = constrain(zz)
-        if "corr_chol" in v:
-            v["corr"] = v["corr_chol"] @ v["corr_chol"].T
-        return jnp.stack(list(flatten_params(population, v).values()))
+        return jnp.stack(list(flatten_params(population, _with_corr(constrain(zz))).values()))
 
     hess = jax.hessian(final_objective)(z)
     scores = jax.jacfwd(final_pointwise)(z)
     cov = label_covariances(np.asarray(hess), np.asarray(scores), flat, z, labels)
-    point = np.asarray(final_pointwise(z))
+    point = np.asarray(jax.nn.logsumexp(lw, axis=1)) - math.log(lw.shape[1])  # the last round's weights are those at the estimate
     _, subjects = subject_index(data)
-    outer = importance_diagnostics(np.asarray(_log_weights(population, model, terms, values_c, data)), ids=subjects)
+    outer = importance_diagnostics(lw, ids=subjects)
     return MAPResult(
         params={k: float(v) for k, v in flatten_params(population, values_c).items()},
         stderr=cov.stderr(), site_values={k: np.asarray(v) for k, v in values_c.items()},
