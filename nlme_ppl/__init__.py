@@ -18,6 +18,7 @@ _numpyro.__version__
 
 from . import demo as demo, designs as designs, diagnostics as diagnostics, estimators as estimators, models as models, populations as populations  # noqa: E402
 from ._cache import enable_compilation_cache as enable_compilation_cache  # noqa: E402
+from ._timing import Timings as Timings  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .data import Dataset as Dataset, Doses as Doses  # noqa: E402
 from .estimators import (  # noqa: E402
@@ -54,6 +55,7 @@ from .simulation import Simulations as Simulations, simulate as simulate, simula
 
 __all__ = [
     "enable_compilation_cache",
+    "Timings",
     "AmortizedPosterior",
     "Dataset",
     "Doses",

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ._sharding import shard_individuals
+
 __all__ = ["SurrogateDraws", "draws_from_values", "prepare_draws", "wants_cross_products"]
 
 
@@ -180,7 +182,9 @@ def draws_from_values(values, model, *, num_fixed: int = 2, cross: bool = False)
     if not bool(jnp.all(jnp.isfinite(values))):
         bad = int(jnp.argmax(~jnp.all(jnp.isfinite(values), axis=(1, 2))))
         raise ValueError(f"the estimator returned non-finite draws for individual at row {bad}; check its data.")
+    values = shard_individuals(values, n)  # split over the devices (nlme_ppl._sharding): what follows runs on each
     sd = jnp.std(values, axis=1)
     bandwidth = sd * m ** (-1.0 / (num_fixed + 4))
     centre = jnp.mean(values, axis=1)
-    return SurrogateDraws(values, model.prior_log_prob(values), bandwidth, centre, _statistics(values, centre, cross), model.param_names)
+    draws = SurrogateDraws(values, model.prior_log_prob(values), bandwidth, centre, _statistics(values, centre, cross), model.param_names)
+    return shard_individuals(draws, n)

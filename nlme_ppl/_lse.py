@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._sharding import individual_sharding, inside_mapped_transform
+
 __all__ = ["log_mean_exp", "lse_linear", "lse_linear_jit"]
 
 def log_mean_exp(log_w):
@@ -43,6 +45,18 @@ def _lse_core(stats, coef, const, log_prior):
 
 
 def _lse_blocks(stats, coef, const, log_prior):
+    """`_lse_local` on all individuals, each device looping over its own share of them when the
+    individuals are split over several devices (`nlme_ppl._sharding`): the per-individual
+    results are those of one device, and no statistics cross devices."""
+    sharding = individual_sharding(stats.shape[0])
+    if sharding is None or inside_mapped_transform():
+        return _lse_local(stats, coef, const, log_prior)
+    spec = sharding.spec
+    local = jax.shard_map(_lse_local, mesh=sharding.mesh, in_specs=(spec,) * 4, out_specs=(spec, spec), check_vma=False)
+    return local(stats, coef, const, log_prior)
+
+
+def _lse_local(stats, coef, const, log_prior):
     n = stats.shape[0]
     if n <= _BLOCK:
         return _lse_core(stats, coef, const, log_prior)

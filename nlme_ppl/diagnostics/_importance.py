@@ -133,17 +133,46 @@ class ImportanceDiagnostics(eqx.Module):
         )
 
 
+#: Rows of log weights per block of the batched Pareto fit (bounds its memory at large N).
+_KHAT_BLOCK = 20_000
+
+
 def _psis_khat(log_w: np.ndarray) -> np.ndarray:
-    """Pareto k̂ of each row's weights by ArviZ's PSIS, batched over rows (ArviZ loops inside).
+    """Pareto k̂ of each row's weights: ArviZ's PSIS (`arviz_stats` `psislw`, the generalized
+    Pareto fit of Zhang & Stephens 2009 with the weak prior of Vehtari et al. 2024), written
+    batched over rows, since ArviZ fits one row at a time in Python (5.8 s at N = 10,000; this
+    takes milliseconds). Equal to ArviZ's k̂ to rounding (tests/diagnostics). Returns `(N,)`,
+    NaN where ArviZ gives NaN (a first quartile of the tail not above its minimum) and inf
+    where it gives inf (a fit that does not exist), and where the tail's weights are subnormal
+    (ArviZ's grid is then all NaN and it returns the prior's 5 / (n + 10))."""
+    log_w = np.asarray(log_w, np.float64)
+    n, m = log_w.shape
+    tail = int(np.floor(3 * np.sqrt(m))) if m > 225 else m // 5
+    out = np.empty(n)
+    for start in range(0, n, _KHAT_BLOCK):
+        rows = np.sort(log_w[start : start + _KHAT_BLOCK], axis=1)
+        rows = rows - rows[:, -1:]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            out[start : start + _KHAT_BLOCK] = _gpd_shape(np.exp(rows[:, m - tail :]) - np.exp(rows[:, m - tail - 1 : m - tail]))
+    return out
 
-    `array_stats.psislw` takes log-*likelihood*-like input, as `az.loo` does: it smooths
-    the weights `exp(-ary)`, so the log weights go in negated. Returns `(N,)`.
-    """
-    from arviz_stats.base import array_stats
 
-    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate tail overflows in the GPD quantiles: k̂ is then nan -> inf
-        _, khat = array_stats.psislw(-log_w, r_eff=1.0, axis=-1)
-    return np.asarray(khat, np.float64)
+def _gpd_shape(x: np.ndarray) -> np.ndarray:
+    """The shape k̂ of the generalized Pareto fit to each row of `x` (sorted, ≥ 0), as ArviZ's
+    `_gpdfit`: a grid of `30 + √n` values of b = -k/σ, weighted by their profile likelihood."""
+    n = x.shape[1]
+    m_est = 30 + int(n**0.5)
+    xstar = x[:, int((n / 4 + 0.5) - 1)]
+    b = (1 - np.sqrt(m_est / (np.arange(1, m_est + 1, dtype=float) - 0.5)))[None, :] / (3 * xstar[:, None]) + 1 / x[:, -1:]
+    k = np.mean(np.log1p(-b[:, :, None] * x[:, None, :]), axis=2)  # (rows, m_est)
+    len_scale = n * (np.log(-b / k) - k - 1)
+    w = np.exp(len_scale - logsumexp(len_scale, axis=1, keepdims=True))
+    w = np.where(w >= 10 * np.finfo(float).eps, w, 0.0)
+    w = w / w.sum(axis=1, keepdims=True)
+    b_post = np.sum(b * w, axis=1)
+    kappa = np.mean(np.log1p(-b_post[:, None] * x), axis=1)
+    kappa = (n * kappa + 10 * 0.5) / (n + 10)
+    return np.where(xstar <= x[:, 0], np.nan, np.where(np.isnan(kappa), np.inf, kappa))
 
 
 def importance_diagnostics(

@@ -124,9 +124,13 @@ class Objective(eqx.Module):
     def start_hessian(self, z: Float[Array, " d"], draws: SurrogateDraws, data: Dataset, *, max_individuals: int = 1000) -> Float[Array, "d d"]:
         """The Hessian at the start, for the preconditioner only: on an evenly spaced subset of
         at most `max_individuals` individuals, scaled by N / n (the likelihood's curvature is a
-        sum over individuals), which is accurate enough for whitening and 10x cheaper at N = 10,000."""
+        sum over individuals), which is accurate enough for whitening and 10x cheaper at N = 10,000;
+        and on each individual's first `num_draws` draws only (see `SurrogateDraws.with_extra`)."""
         n = draws.num_individuals
         if n <= max_individuals:
             return self.hessian(z, draws, data)
         idx = np.linspace(0, n - 1, max_individuals).round().astype(int)
-        return self.hessian(z, draws.subset(idx), data.subset(idx)) * (n / max_individuals)
+        # without the extra draws (a selection of draws drops them): how many of the subset have
+        # extras varies from fit to fit, and each count compiled this Hessian anew
+        sub = draws.subset(idx, slice(0, draws.num_draws))
+        return self.hessian(z, sub, data.subset(idx)) * (n / max_individuals)

@@ -45,7 +45,9 @@ class MAPResult(eqx.Module):
     - `fixed_rounds`: the fits made with the likelihood treatment (one per expansion point; 0
       with the kernel treatment).
     - `raised`: the ids of the individuals that got extra draws (Pareto k > 0.7 at the first
-      fit; `fit_map`'s `max_draws`), for which the fit was redone; empty if none.
+      fit, and from 8 of them on the next-highest k up to a count rounded up by at most 25%, so
+      that fits of similar data reuse their compiled programs; `fit_map`'s `max_draws`), for
+      which the fit was redone; empty if none.
     - `max_draws`: the cap of an individual's draws (0 where not recorded).
     - `robust_stderr`: sandwich (robust) standard errors by label, H⁻¹ S H⁻¹ with S the sum
       of the individuals' outer score products (NONMEM's default `$COV` matrix).
@@ -57,6 +59,8 @@ class MAPResult(eqx.Module):
     - `absolute`: the log-likelihood on the absolute scale (an
       [`ObjectiveFunction`][nlme_ppl.inference.ObjectiveFunction]: loglik, OFV, AIC, BIC with
       its Monte Carlo error), or None where it was not computed.
+    - `timings`: the wall and compilation seconds of each phase of the call (draws, refinement,
+      starts, rescoring, standard errors, diagnostics; a [`Timings`][nlme_ppl.Timings]), or None.
     """
 
     params: dict[str, float]
@@ -86,6 +90,7 @@ class MAPResult(eqx.Module):
     draws: object = None
     posterior: object = None
     absolute: object = None
+    timings: object = None
 
     # ------------------------------------------------------------------ absolute scale
     @property

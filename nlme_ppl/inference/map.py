@@ -13,6 +13,7 @@ import numpyro
 from numpyro.infer import Predictive
 from numpyro.infer.util import unconstrain_fn
 
+from .._timing import phase, record
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..designs import check_designs
@@ -121,26 +122,31 @@ def fit_map_draws(
     k_init, k_start = jax.random.split(key)
     # Site shapes do not depend on the number of draws (nor, usually, individuals): inspect the
     # program on a small probe, and build the one objective of this fit there.
-    probe = _probe(population, draws, data, site)
-    objective, postprocess = Objective.build(population, *probe, k_init, site=site)
-    z0 = _starts(objective, draws, k_start, num_starts, jitter, probe, init)
-    precond = preconditioner(objective.start_hessian(z0[0], draws, data))
-    zs, losses, converged, iters = jax.device_get(objective.minimise(z0, precond, draws, data, int(max_iter), float(tol)))
+    with phase("setup"):
+        probe = _probe(population, draws, data, site)
+        objective, postprocess = Objective.build(population, *probe, k_init, site=site)
+        z0 = _starts(objective, draws, k_start, num_starts, jitter, probe, init)
+        precond = jax.block_until_ready(preconditioner(objective.start_hessian(z0[0], draws, data)))
+    with phase("starts"):
+        zs, losses, converged, iters = jax.device_get(objective.minimise(z0, precond, draws, data, int(max_iter), float(tol)))
     losses = np.where(np.isfinite(losses), losses, np.inf)
     order = np.argsort(losses)
     rescored = np.full(num_starts, np.nan)
     best = int(order[0])
     if fresh_draws is not None and num_starts > 1:
-        cand = order[: min(num_rescore, num_starts)]
-        cand = cand[np.isfinite(losses[cand])]
-        rescored[cand] = jax.device_get(objective.values(jnp.asarray(zs[cand]), fresh_draws, data))
-        best = int(cand[np.argmin(rescored[cand])])
+        with phase("rescore"):
+            cand = order[: min(num_rescore, num_starts)]
+            cand = cand[np.isfinite(losses[cand])]
+            rescored[cand] = jax.device_get(objective.values(jnp.asarray(zs[cand]), fresh_draws, data))
+            best = int(cand[np.argmin(rescored[cand])])
     z = jnp.asarray(zs[best])
-    site_values = {k: np.asarray(v) for k, v in postprocess(objective.unravel(z)).items()}
-    flat = lambda zz: jnp.stack(list(flatten_params(population, postprocess(objective.unravel(zz))).values()))  # noqa: E731
-    labels = list(flatten_params(population, site_values))
-    cov = label_covariances(np.asarray(objective.hessian(z, draws, data)), np.asarray(objective.scores(z, draws, data)), flat, z, labels)
-    pointwise = objective.pointwise(site_values, draws, data)
+    with phase("stderr"):
+        site_values = {k: np.asarray(v) for k, v in postprocess(objective.unravel(z)).items()}
+        flat = lambda zz: jnp.stack(list(flatten_params(population, postprocess(objective.unravel(zz))).values()))  # noqa: E731
+        labels = list(flatten_params(population, site_values))
+        cov = label_covariances(np.asarray(objective.hessian(z, draws, data)), np.asarray(objective.scores(z, draws, data)), flat, z, labels)
+    with phase("pointwise"):
+        pointwise = np.asarray(objective.pointwise(site_values, draws, data))
     return MAPResult(
         params={k: float(v) for k, v in flatten_params(population, site_values).items()},
         stderr=cov.stderr(),
@@ -236,7 +242,9 @@ def fit_map(
 
     - `max_draws`: individuals whose importance weights at the estimate have Pareto k > 0.7 get
       extra draws from the same posterior, up to `max_draws` draws each in all, and the fit is
-      redone from the estimate on them (once). `max_draws=num_draws` turns it off.
+      redone from the estimate on them (once). From 8 such individuals on, their count is
+      rounded up (by at most 25%, the next-highest k filling it) so that fits of similar data
+      reuse the compiled programs. `max_draws=num_draws` turns it off.
     - Data whose rows are occasions (`data.subjects`, e.g. `read_nonmem(..., occasion="OCC")`)
       with a population with `occasions` (inter-occasion variability) are fitted by
       [`fit_occasions`][nlme_ppl.inference.fit_occasions] (one start; `num_starts`, `jitter`,
@@ -250,18 +258,31 @@ def fit_map(
     `fixed_treatment` says which treatment was used, `raised` which individuals got extra draws;
     its `importance` check is that of the final fit, on all draws).
     """
+    with record() as timings:
+        fit = _fit_map(
+            population, posterior, data, key, num_draws=num_draws, num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter,
+            num_rescore=num_rescore, diagnose=diagnose, site=site, refine=refine, fixed=fixed, max_draws=max_draws, init=init,
+        )
+    return eqx.tree_at(lambda f: f.timings, fit, timings, is_leaf=lambda x: x is None)
+
+
+def _fit_map(population, posterior, data, key, *, num_draws, num_starts, max_iter, tol, jitter, num_rescore, diagnose, site, refine, fixed, max_draws, init):
     check_keys(key)
     num_draws = positive_int(num_draws, name="num_draws")
     max_draws = _max_draws(max_draws, num_draws)
     if isinstance(data, Dataset):
-        check_designs(posterior, data, stacklevel=2)
-    posterior = refined_posterior(posterior, data, key, refine)
+        with phase("checks"):
+            check_designs(posterior, data, stacklevel=3)
+    with phase("refine"):
+        posterior = refined_posterior(posterior, data, key, refine)
     if getattr(population, "occasions", ()) or getattr(data, "subjects", None) is not None:
         return fit_occasions(population, posterior, data, key, num_draws=num_draws, max_iter=max_iter, tol=max(tol, 1e-7))
     k_draws, k_fresh, k_fit = jax.random.split(key, 3)
     cross = wants_cross_products(population)
-    base = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)
-    base_fresh = prepare_draws(posterior, data, k_fresh, num_draws=num_draws, cross=cross) if num_starts > 1 else None
+    with phase("draws"):
+        base = prepare_draws(posterior, data, k_draws, num_draws=num_draws, cross=cross)
+        base_fresh = prepare_draws(posterior, data, k_fresh, num_draws=num_draws, cross=cross) if num_starts > 1 else None
+        jax.block_until_ready((base, base_fresh))
     options = dict(num_starts=num_starts, max_iter=max_iter, tol=tol, jitter=jitter, num_rescore=num_rescore, site=site)
     likelihood = wants_likelihood_treatment(fixed, posterior)
 
@@ -271,20 +292,24 @@ def fit_map(
         return fit_map_draws(population, draws, data, k_fit, fresh_draws=fresh, init=init, **options), draws
 
     fit, draws = fit_on(base, base_fresh, init)
-    rows = high_k_rows(population, draws, fit.site_values, data, site=site) if max_draws > num_draws else np.zeros(0, int)
+    with phase("raise"):
+        rows = high_k_rows(population, draws, fit.site_values, data, site=site) if max_draws > num_draws else np.zeros(0, int)
+        if rows.size:
+            k_more, k_more_fresh = jax.random.split(jax.random.fold_in(key, _RAISE_STREAM))
+            base = with_extra_draws(posterior, base, data, rows, k_more, max_draws=max_draws)
+            base_fresh = None if base_fresh is None else with_extra_draws(posterior, base_fresh, data, rows, k_more_fresh, max_draws=max_draws)
     if rows.size:
-        k_more, k_more_fresh = jax.random.split(jax.random.fold_in(key, _RAISE_STREAM))
-        base = with_extra_draws(posterior, base, data, rows, k_more, max_draws=max_draws)
-        base_fresh = None if base_fresh is None else with_extra_draws(posterior, base_fresh, data, rows, k_more_fresh, max_draws=max_draws)
         fit, draws = fit_on(base, base_fresh, fit.site_values)
     fit = dataclasses.replace(fit, raised=tuple(data.ids[i] for i in rows), max_draws=max_draws, posterior=posterior)
     if isinstance(posterior, RefinedPosterior):
         fit = eqx.tree_at(lambda f: f.refined, fit, posterior, is_leaf=lambda x: x is None)
         # the refinement estimated log p_train(y_i) on the way: the absolute scale costs nothing here
-        fit = eqx.tree_at(lambda f: f.absolute, fit, objective_function(fit, data), is_leaf=lambda x: x is None)
+        with phase("absolute"):
+            fit = eqx.tree_at(lambda f: f.absolute, fit, objective_function(fit, data), is_leaf=lambda x: x is None)
     if not diagnose:
         return fit
-    checks = diagnose_fit(population, posterior, draws, fit.site_values, data, k_draws, site=site)
+    with phase("diagnostics"):
+        checks = diagnose_fit(population, posterior, draws, fit.site_values, data, k_draws, site=site, stacklevel=4)
     return eqx.tree_at(
         lambda f: (f.importance, f.outliers, f.fixed_widths), fit, tuple(checks), is_leaf=lambda x: x is None
     )
@@ -310,8 +335,10 @@ def fit_likelihood_treatment(
     idx = [draws.param_names.index(n) for n in names]
     spread = np.maximum(np.median(np.std(np.asarray(draws.values)[..., idx], axis=1), axis=0), 1e-12)  # (F,)
     for rounds in range(1, max_rounds + 1):
-        expanded = expand_fixed(draws, model, data, point)
-        fresh = None if fresh_draws is None else expand_fixed(fresh_draws, model, data, point)
+        with phase("expansion"):
+            expanded = expand_fixed(draws, model, data, point)
+            fresh = None if fresh_draws is None else expand_fixed(fresh_draws, model, data, point)
+            jax.block_until_ready((expanded, fresh))
         fit = fit_map_draws(population, expanded, data, key, fresh_draws=fresh, init=init, **options)
         new = fixed_point(population, expanded, fit.site_values, data)
         moved = max(float(np.max(np.abs(np.asarray(new[n]) - np.asarray(point[n])))) / spread[a] for a, n in enumerate(names))
@@ -324,7 +351,7 @@ def fit_likelihood_treatment(
             f"individual posterior SDs from the expansion point (tolerance {tolerance}); the second-order expansion may be "
             "inaccurate there. Check the fit's convergence, or use fixed='kernel'.",
             SurrogateWarning,
-            stacklevel=3,
+            stacklevel=5,
         )
     return dataclasses.replace(fit, fixed_treatment="likelihood", fixed_rounds=rounds), expanded
 
@@ -337,8 +364,25 @@ def _max_draws(max_draws, num_draws: int) -> int:
 
 
 def high_k_rows(population, draws: SurrogateDraws, params: dict, data: Dataset, *, threshold: float = RAISE_THRESHOLD, site: str = "obs") -> np.ndarray:
-    """Rows of the individuals whose importance weights at `params` have Pareto k > `threshold`."""
-    return np.flatnonzero(np.asarray(importance_from_fit(population, draws, params, data, site=site).pareto_k) > threshold)
+    """Rows of the individuals whose importance weights at `params` have Pareto k > `threshold`,
+    then the next-highest k up to a bucketed count (see `bucket_size`), in row order."""
+    k = np.asarray(importance_from_fit(population, draws, params, data, site=site).pareto_k)
+    num = int(np.sum(k > threshold))
+    if num == 0:
+        return np.zeros(0, int)
+    return np.sort(np.argsort(-k, kind="stable")[: bucket_size(num, len(k))])
+
+
+def bucket_size(num: int, total: int) -> int:
+    """`num` rounded up to a quarter-octave step (at most 25% more; 385 -> 448), capped at `total`.
+
+    The extra draws' shapes enter every compiled step of the fit, so each new count of raised
+    individuals compiled the L-BFGS loop, the Hessian and the scores anew (about 10 s at N = 10,000,
+    in every call). Rounding the count up, with the next-highest k filling the bucket, lets
+    fits of similar data reuse those programs; more draws for a few more individuals only
+    improves their terms."""
+    step = 2 ** max(int(np.floor(np.log2(num))) - 2, 0)
+    return min(-(-num // step) * step, total)
 
 
 def with_extra_draws(posterior, draws: SurrogateDraws, data: Dataset, rows, key, *, max_draws: int) -> SurrogateDraws:
