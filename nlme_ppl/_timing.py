@@ -62,6 +62,11 @@ class Timings:
 
     phases: dict = dataclasses.field(default_factory=dict)
     total: float = float("nan")
+    start: float = dataclasses.field(default_factory=time.perf_counter, repr=False)
+
+    def elapsed(self) -> float:
+        """Seconds since the record was opened (`total` once it is closed)."""
+        return time.perf_counter() - self.start
 
     def add(self, name: str, seconds: float, compile_seconds: float, compilations: int) -> None:
         row = self.phases.setdefault(name, {"seconds": 0.0, "compile_seconds": 0.0, "compilations": 0, "calls": 0})
@@ -70,11 +75,13 @@ class Timings:
         row["compilations"] += compilations
         row["calls"] += 1
 
-    def to_dict(self) -> dict:
-        """Plain numbers, rounded to the millisecond, for `fit.json`."""
+    def to_dict(self, *, total: float | None = None) -> dict:
+        """Plain numbers, rounded to the millisecond, for `fit.json` (`total`: in place of the
+        record's own, e.g. `elapsed()` while it is still open)."""
+        total = self.total if total is None else total
         phases = {k: {a: (round(b, 3) if isinstance(b, float) else b) for a, b in v.items()} for k, v in self.phases.items()}
         inside = sum(v["seconds"] for v in self.phases.values())
-        return {"total_seconds": round(self.total, 3), "other_seconds": round(self.total - inside, 3), "phases": phases}
+        return {"total_seconds": round(total, 3), "other_seconds": round(total - inside, 3), "phases": phases}
 
     def table(self) -> str:
         """A text table: one line per phase, with compile and run seconds."""
@@ -102,11 +109,11 @@ def record():
     timings = Timings()
     token = _CURRENT.set(timings)
     _compiled()
-    start = time.perf_counter()
+    timings.start = time.perf_counter()
     try:
         yield timings
     finally:
-        timings.total = time.perf_counter() - start
+        timings.total = timings.elapsed()
         _CURRENT.reset(token)
 
 

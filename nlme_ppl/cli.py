@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--bootstrap", type=int, default=0, metavar="R", help="R bootstrap replicates (bootstrap.csv; 0: none)")
     f.add_argument("--bootstrap-kind", choices=("nonparametric", "parametric"), default="nonparametric")
     f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--verbose", action="store_true", help="print the wall and compile seconds of each phase (also in fit.json's timings)")
 
     t = sub.add_parser("train", help="train an estimator for a built-in model (the shipped recipe by default)")
     t.add_argument("--model", required=True)
@@ -125,7 +126,37 @@ def _demo(args) -> int:
     return 0
 
 
+def _estimator(args, model, nlp):
+    """The estimator of `nlme-ppl fit` (--estimator's file, else the shipped one) and its model."""
+    if args.estimator and not args.prior:  # the file records the training prior: rebuild the model with it
+        post = nlp.load_posterior(args.estimator)
+        if post.model.name != model.name:
+            raise ValueError(f"the estimator {args.estimator} was trained for model {post.model.name!r}, not {model.name!r}; "
+                             f"pass --model {post.model.name}, or another estimator.")
+        return post, post.model
+    if args.estimator:
+        post = nlp.load_posterior(args.estimator, model=model)
+    elif args.prior:
+        raise ValueError("--prior changes the training prior, and the shipped estimator was trained under the default one; "
+                         "train an estimator with it (nlme-ppl train --prior ...) and pass --estimator.")
+    else:
+        post = nlp.pretrained(args.model)
+    return post, model
+
+
 def _fit(args) -> int:
+    from ._timing import record
+
+    with record() as timings:
+        code = _fit_timed(args, timings)
+    if getattr(args, "verbose", False) and args.method != "vae":
+        print(timings.table())
+    return code
+
+
+def _fit_timed(args, timings) -> int:
+    from ._timing import phase
+
     if args.method == "vae":
         return fit_vae_command(args, prior=_priors(args.prior))
     if args.num_starts is None:
@@ -138,25 +169,15 @@ def _fit(args) -> int:
     import nlme_ppl as nlp
 
     model = nlp.models.get(args.model, prior=_priors(args.prior))
-    if args.estimator and not args.prior:  # the file records the training prior: rebuild the model with it
-        post = nlp.load_posterior(args.estimator)
-        if post.model.name != model.name:
-            raise ValueError(f"the estimator {args.estimator} was trained for model {post.model.name!r}, not {model.name!r}; "
-                             f"pass --model {post.model.name}, or another estimator.")
-        model = post.model
-    elif args.estimator:
-        post = nlp.load_posterior(args.estimator, model=model)
-    elif args.prior:
-        raise ValueError("--prior changes the training prior, and the shipped estimator was trained under the default one; "
-                         "train an estimator with it (nlme-ppl train --prior ...) and pass --estimator.")
-    else:
-        post = nlp.pretrained(args.model)
+    with phase("estimator"):
+        post, model = _estimator(args, model, nlp)
     iov = tuple(s.strip() for s in args.iov.split(",") if s.strip())
     if iov and not args.occasion:
         raise ValueError("--iov needs --occasion COLUMN, the column that numbers each individual's occasions (e.g. OCC).")
     if args.occasion and (args.profile or args.bootstrap):
         raise ValueError("--profile and --bootstrap do not take occasions yet; fit without them (the SEs are in parameters.csv).")
-    data = nlp.read_nonmem(args.data, occasion=args.occasion)
+    with phase("read"):
+        data = nlp.read_nonmem(args.data, occasion=args.occasion)
     fixed = tuple(s.strip() for s in args.fixed.split(",") if s.strip())
     population = nlp.populations.gaussian(model, covariance=args.covariance, fixed=fixed, occasions=iov)
     out = Path(args.out)
@@ -215,13 +236,15 @@ def _fit(args) -> int:
         import arviz as az
 
         # the refinement of the MAP fit is reused (its draws are the exact individual posteriors)
-        idata = nlp.fit_nuts(population, fit.refined if fit.refined is not None else post, data, key, refine=refine, fixed=args.fixed_treatment, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit, max_draws=args.max_draws)
+        with phase("nuts"):
+            idata = nlp.fit_nuts(population, fit.refined if fit.refined is not None else post, data, key, refine=refine, fixed=args.fixed_treatment, num_draws=args.num_draws, num_chains=args.num_chains, num_warmup=args.num_warmup, num_samples=args.num_samples, init=fit, max_draws=args.max_draws)
         idata.to_netcdf(out / "posterior.nc", engine="h5netcdf")
         summary = az.summary(idata, var_names=["mean", "sd"] + (["corr"] if "corr" in idata.posterior else []), ci_prob=0.9)
         table = summary.join(table[["value", "cv_percent"]].add_prefix("map_"), how="left")
         result["posterior_mean"] = {k: float(v) for k, v in summary["mean"].items()}
         result["max_r_hat"] = float(np.nanmax(summary["r_hat"]))
     result["seconds"] = round(time.perf_counter() - t0, 2)
+    result["timings"] = timings.to_dict(total=timings.elapsed())
     table.to_csv(out / "parameters.csv")
     (out / "fit.json").write_text(json.dumps(result, indent=2))
     print(table.to_string(float_format=lambda x: f"{x:.4g}"))

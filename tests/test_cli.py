@@ -34,6 +34,12 @@ def test_fit_map_writes_table_and_json(csv, tmp_path):
     assert fit["fixed_treatment"] == "likelihood" == fit["surrogate_check"]["fixed_treatment"]  # refined draws: the expansion
     # 60 cells recover the population means to within a few tenths (the full recovery check is in benchmarks)
     assert abs(params["mean[k_m0_scale]"] - nlp.demo.DEMO_TRUTH["mean"]["k_m0_scale"]) < 0.3
+    # the seconds of each phase, wall and compile (issue 19): every phase's time is within the total
+    timings = fit["timings"]
+    assert {"estimator", "read", "refine", "draws", "starts", "stderr", "diagnostics"} <= set(timings["phases"])
+    inside = sum(p["seconds"] for p in timings["phases"].values())
+    assert 0 <= timings["other_seconds"] and abs(inside + timings["other_seconds"] - timings["total_seconds"]) < 0.01
+    assert all(0 <= p["compile_seconds"] <= p["seconds"] + 1e-3 and p["calls"] >= 1 for p in timings["phases"].values())
 
 
 def test_fit_reports_bad_csv(tmp_path, capsys):

@@ -37,6 +37,8 @@ __all__ = ["MAPResult", "fit_likelihood_treatment", "fit_map", "fit_map_draws", 
 _REFINE_STREAM = 0x5EF1
 #: The stream of a fit's key that the extra draws of high-k individuals come from.
 _RAISE_STREAM = 0x5EF2
+#: The fewest individuals that get extra draws when any does (see `bucket_size`).
+_MIN_BUCKET = 8
 #: Pareto k above which an individual gets extra draws (Vehtari et al. 2024: unreliable above 0.7).
 RAISE_THRESHOLD = 0.7
 
@@ -242,9 +244,9 @@ def fit_map(
 
     - `max_draws`: individuals whose importance weights at the estimate have Pareto k > 0.7 get
       extra draws from the same posterior, up to `max_draws` draws each in all, and the fit is
-      redone from the estimate on them (once). From 8 such individuals on, their count is
-      rounded up (by at most 25%, the next-highest k filling it) so that fits of similar data
-      reuse the compiled programs. `max_draws=num_draws` turns it off.
+      redone from the estimate on them (once). Their count is rounded up (to 8 at least, then
+      by at most 25%; the next-highest k fill it) so that fits of similar data reuse the
+      compiled programs. `max_draws=num_draws` turns it off.
     - Data whose rows are occasions (`data.subjects`, e.g. `read_nonmem(..., occasion="OCC")`)
       with a population with `occasions` (inter-occasion variability) are fitted by
       [`fit_occasions`][nlme_ppl.inference.fit_occasions] (one start; `num_starts`, `jitter`,
@@ -374,14 +376,17 @@ def high_k_rows(population, draws: SurrogateDraws, params: dict, data: Dataset, 
 
 
 def bucket_size(num: int, total: int) -> int:
-    """`num` rounded up to a quarter-octave step (at most 25% more; 385 -> 448), capped at `total`.
+    """`num` rounded up to a quarter-octave step (at most 25% more; 385 -> 448), and to 8 at
+    least, capped at `total`.
 
     The extra draws' shapes enter every compiled step of the fit, so each new count of raised
     individuals compiled the L-BFGS loop, the Hessian and the scores anew (about 10 s at N = 10,000,
     in every call). Rounding the count up, with the next-highest k filling the bucket, lets
     fits of similar data reuse those programs; more draws for a few more individuals only
     improves their terms."""
-    step = 2 ** max(int(np.floor(np.log2(num))) - 2, 0)
+    if num <= _MIN_BUCKET:
+        return min(_MIN_BUCKET, total)
+    step = 2 ** (int(np.floor(np.log2(num))) - 2)
     return min(-(-num // step) * step, total)
 
 
