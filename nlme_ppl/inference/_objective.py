@@ -98,13 +98,18 @@ class Objective(eqx.Module):
     def minimise(
         self, z0: Float[Array, "starts d"], precond: Float[Array, "d d"], draws: SurrogateDraws, data: Dataset, max_iter: int, tol: float
     ) -> tuple[Float[Array, "starts d"], Float[Array, " starts"], Bool[Array, " starts"], Int[Array, " starts"]]:
-        """L-BFGS from every start (under `vmap`), in coordinates whitened by `precond`."""
+        """L-BFGS from every start, one after another in one compiled loop (`lax.map`), in
+        coordinates whitened by `precond`.
+
+        Not under `vmap`: batched, every start ran as many iterations, and each iteration as
+        many line-search steps, as the slowest start, and at N = 10,000 ten starts took 37.7 s
+        where one after another took 13.3 s (same iterations, same optima; a loaded 2-core CPU)."""
 
         def run(z):
             u, value, converged, iters = lbfgs(lambda u: self(z + precond @ u, draws, data), jnp.zeros_like(z), max_iter=max_iter, tol=tol)
             return z + precond @ u, value, converged, iters
 
-        return jax.vmap(run)(z0)
+        return jax.lax.map(run, z0)
 
     @eqx.filter_jit
     def values(self, zs: Float[Array, "starts d"], draws: SurrogateDraws, data: Dataset) -> Float[Array, " starts"]:

@@ -1,4 +1,4 @@
-"""Maximum a posteriori population estimates: optax L-BFGS, multi-start under `vmap`."""
+"""Maximum a posteriori population estimates: optax L-BFGS from several starts in one compiled loop."""
 
 from __future__ import annotations
 
@@ -192,8 +192,9 @@ def fit_map(
     """Maximum a posteriori population parameters under the amortized surrogate.
 
     Draws `num_draws` φ_ij ~ q(φ | y_i) per individual, then runs optax L-BFGS (zoom line
-    search) on the unconstrained negative log posterior from `num_starts` starting points in
-    parallel (`vmap`). Starts come from `population.init_values(draws)` when the population
+    search) on the unconstrained negative log posterior from `num_starts` starting points, one
+    after another in one compiled loop (`lax.map`; under `vmap` each start paid the slowest
+    one's iterations and line searches). Starts come from `population.init_values(draws)` when the population
     has it (the built-in ones do: medians of the individual draws), jittered by `jitter` in
     unconstrained space, else from the population prior. The `num_rescore` best starts are
     re-scored on fresh draws, and the best of those is returned.
