@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["INDIVIDUALS", "MIN_PER_DEVICE", "individual_sharding", "inside_mapped_transform", "replicated", "shard_individuals"]
+__all__ = ["INDIVIDUALS", "MIN_PER_DEVICE", "individual_sharding", "inside_mapped_transform", "on_one_device", "replicated", "shard_individuals"]
 
 #: The name of the mesh axis that the individuals are split along.
 INDIVIDUALS = "individuals"
@@ -56,6 +56,21 @@ def inside_mapped_transform() -> bool:
     """Whether this is traced inside a transform that owns the devices already (`pmap`, as
     NumPyro's parallel chains use, or a `shard_map`): there the individuals are not split again."""
     return bool(jax.sharding.get_abstract_mesh().manual_axes)
+
+
+def on_one_device(tree):
+    """`tree` with its arrays that are split over several devices copied to the first device.
+
+    For code traced inside `pmap` (NumPyro's parallel chains, one chain per device), which
+    refuses to index arrays placed on a mesh other than its own; call it there, where
+    [`inside_mapped_transform`][nlme_ppl._sharding.inside_mapped_transform] is true."""
+
+    def place(x):
+        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and len(x.sharding.device_set) > 1:
+            return jax.device_put(x, jax.devices()[0])
+        return x
+
+    return jax.tree.map(place, tree)
 
 
 def shard_individuals(tree, n: int):

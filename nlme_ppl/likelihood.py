@@ -24,6 +24,7 @@ from numpyro.primitives import Messenger
 
 from ._draws import SurrogateDraws, draws_from_values, prepare_draws, wants_cross_products
 from ._lse import lse_linear_jit
+from ._sharding import inside_mapped_transform, on_one_device
 from ._sites import SiteReader, check_factor_name
 
 __all__ = ["SurrogateDraws", "amortize", "draws_from_values", "log_weights", "prepare_draws", "wants_cross_products"]
@@ -51,7 +52,8 @@ class _Surrogate(Messenger):
 
     def __init__(self, draws: SurrogateDraws):
         super().__init__()
-        self.draws = draws
+        # under pmap (NumPyro's parallel chains) each device has all individuals: not split again
+        self.draws = on_one_device(draws) if inside_mapped_transform() else draws
         self.sites = SiteReader(draws.param_names)
         self.names: set[str] = set()  # every sample and deterministic site of the program
         self.fixed: list[str] = []  # parameters whose population distribution is a Delta (no random effect)
