@@ -63,7 +63,7 @@ def bench_cli() -> dict:
     return out
 
 
-def bench_fit_map(n: int) -> dict:
+def bench_fit_map(n: int, save=None) -> dict:
     import jax
 
     import nlme_ppl as nlp
@@ -84,6 +84,8 @@ def bench_fit_map(n: int) -> dict:
             label = f"{name}_call_{call + 1}" if name == "unrefined" else name
             out[label] = {"seconds": round(wall, 2), "load_average_at_start": load, "raised": len(fit.raised), "timings": fit.timings.to_dict()}
             print(f"  fit_map N={n} {label}: {wall:.1f} s (load {load:.1f})\n{fit.timings.table()}", flush=True)
+            if save is not None:
+                save(out)
     out["refined_over_unrefined"] = out["refined"]["seconds"] / out["unrefined_call_2"]["seconds"]
     out["targets"] = {"unrefined_call_2": 5.0, "refined_over_unrefined": 10.0}
     return out
@@ -101,8 +103,14 @@ def main() -> None:
     only = set(args.only.split(","))
     if "cli" in only:
         results["cli"] = bench_cli()
+        path.write_text(json.dumps(results, indent=2))
     if "fit_map" in only:
-        results["fit_map"] = bench_fit_map(1000 if args.quick else 10_000)
+
+        def save(part):  # after every call: the refined one takes minutes
+            results["fit_map"] = part
+            path.write_text(json.dumps(results, indent=2))
+
+        results["fit_map"] = bench_fit_map(1000 if args.quick else 10_000, save)
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
 
