@@ -58,7 +58,8 @@ test-fast: $(SBI_STAMP)
 # make bench BENCH_ARGS="--quick" for a short run, BENCH_ARGS="--only p1,p4" for some benchmarks;
 # FIDELITY_ARGS="--quick" for a short fidelity table (benchmarks/fidelity.py, docs/fidelity.md);
 # uncertainty.py times profiles and bootstraps, coverage.py (about 30 min) writes docs/coverage.md,
-# engines.py (the VAE, fit_map, exact NUTS and R nlme side by side) the tables of docs/guide/vae.md
+# engines.py (the VAE, fit_map, exact NUTS and R nlme side by side) the tables of docs/guide/vae.md;
+# speed.py times the CLI cold and warm and fit_map at N = 10,000 by phase, million.py N = 10^6 (issue 19)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 	$(PY) benchmarks/fidelity.py $(FIDELITY_ARGS)
@@ -66,6 +67,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/uncertainty.py
 	$(PY) benchmarks/coverage.py
 	$(PY) benchmarks/engines.py
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/million.py --num-individuals 100000  # 10^6 runs out of 24 GiB today (issue 19)
 
 # The maths is rendered by MathJax 3: a copy from the npm registry goes into
 # docs/javascripts/vendor/mathjax (git-ignored), so the built site renders offline; without npm

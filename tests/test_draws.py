@@ -141,3 +141,18 @@ def test_expansion_covers_extra_draws(setup):
         one = nlp.inference.expand_fixed(d, model, data.subset([i]), {"b": -1.0})
         ref = float(log_likelihood(amortize(pop, one), params, data.subset([i]), batch_ndims=0)["obs"][0])
         assert got[i] == pytest.approx(ref, rel=1e-10, abs=1e-10)
+
+
+def test_statistics_block_by_block_equal_the_whole(monkeypatch):
+    """Beyond `STATS_BLOCK` individuals the statistics are computed block by block into arrays
+    allocated once (bounded memory at N = 10⁶): bit for bit the unblocked result, also with a
+    last block that overlaps the one before and with cross products."""
+    import nlme_ppl._draws as draws_module
+
+    model = nlp.models.get("frohlich_simple")
+    values = model.prior_sample(jax.random.key(0), (2500, 30))
+    whole = draws_module.draws_from_values(values, model, cross=True)
+    monkeypatch.setattr(draws_module, "STATS_BLOCK", 1000)
+    blocked = draws_module.draws_from_values(values, model, cross=True)
+    for field in ("values", "log_prior", "bandwidth", "centre", "stats"):
+        np.testing.assert_array_equal(np.asarray(getattr(blocked, field)), np.asarray(getattr(whole, field)), err_msg=field)
