@@ -101,6 +101,7 @@ def run_demo(out: str | Path = "demo_output", *, num_individuals: int = 500, num
         "max_r_hat": float(table["r_hat"].max()),
         "divergences": int(idata.sample_stats["diverging"].sum()),
         "surrogate_check": fit.diagnostics_summary(),
+        "map_timings": fit.timings.to_dict(),  # the MAP's phases, wall and compile seconds
     }
     fit.diagnostics_table().to_csv(out / "diagnostics.csv")
     (out / "fit.json").write_text(json.dumps({"report": report, "map": fit.params}, indent=2))

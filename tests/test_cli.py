@@ -83,6 +83,9 @@ def test_demo_runs_small(tmp_path):
 
     tree = az.from_netcdf(tmp_path / "posterior.nc")
     assert tree.log_likelihood["obs"].sizes["individual"] == 40
+    report = json.loads((tmp_path / "fit.json").read_text())["report"]
+    timings = report["map_timings"]  # the MAP's phases (issue 19): within the MAP's wall time
+    assert {"refine", "draws", "starts"} <= set(timings["phases"]) and timings["total_seconds"] <= report["map_seconds"] + 0.05
 
 
 def test_fit_theophylline_nonmem_file(tmp_path):
