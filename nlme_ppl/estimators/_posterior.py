@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -85,7 +86,7 @@ def _sample_chunk(summary, flow, times, values, mask, index, key, num_draws: int
 @eqx.filter_jit
 def _finish(model, loc, scale, z, key):
     """Standardised float32 draws -> float64 parameters, exchangeable groups relabelled at random."""
-    params = loc + scale * z.astype(jnp.float64)
+    params = _scale(loc, scale, z)
     if model.exchangeable:  # the flow learned the canonical form: permute groups at random
         params = model.symmetrize(jax.random.fold_in(key, 2**31 - 1), params)
     return params
@@ -94,6 +95,17 @@ def _finish(model, loc, scale, z, key):
 @eqx.filter_jit
 def _log_prob_chunk(summary, flow, times, values, mask, z):
     return flow_log_prob_batch(flow, z, jax.vmap(summary)(times, values, mask))
+
+
+@jax.jit
+def _scale(loc, scale, z):
+    return loc + scale * z.astype(jnp.float64)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _put_rows(out, rows, start):
+    """`out` with `rows` written at row `start`, in place (`out` is donated)."""
+    return jax.lax.dynamic_update_slice_in_dim(out, rows, start, 0)
 
 
 def _f32():
@@ -183,7 +195,9 @@ class AmortizedPosterior(eqx.Module):
         - `data`: a [`Dataset`][nlme_ppl.Dataset] of `N` individuals (any number of
           observations; padding is ignored).
         - `key`: a JAX random key. Individual `i`'s draws depend only on `key` and `i`, so
-          the result does not depend on `chunk_size`.
+          the result does not depend on `chunk_size` beyond float32 rounding (the flow's
+          arithmetic differs with the batch shape: up to 5e-6 measured between chunks of 5
+          and of all individuals).
         - `num_draws`: draws per individual, `M`.
         - `chunk_size`: individuals per compiled call (bounds memory). Default: about
           20,000 draws per call (measured fastest on this CPU).
@@ -196,14 +210,21 @@ class AmortizedPosterior(eqx.Module):
         n = times.shape[0]
         size = self._chunk_size(chunk_size, n, num_draws)
         index = np.arange(n, dtype=np.int32)
-        outs = []
-        with _f32():
-            for s, e in _chunks(n, size):
-                args = (_pad(a[s:e], size) for a in (times, values, mask, index))
-                out = _sample_chunk(self.summary, self.flow, *args, key, num_draws)
-                outs.append(out[: e - s])
-            z = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
-        return _finish(self.model, self.param_loc, self.param_scale, z, key)
+
+        def chunk(s, e):
+            args = (_pad(a[s:e], size) for a in (times, values, mask, index))
+            with _f32():
+                return _sample_chunk(self.summary, self.flow, *args, key, num_draws)[: e - s]
+
+        if self.model.exchangeable or n <= size:  # exchangeable: the groups are relabelled at random over all draws at once
+            z = jnp.concatenate([chunk(s, e) for s, e in _chunks(n, size)])
+            return _finish(self.model, self.param_loc, self.param_scale, z, key)
+        # chunk by chunk into one float64 array allocated once (bit for bit the same as above): the
+        # chunk list, its concatenation and the float64 copy held 2.5x the draws at once (N = 10^6)
+        out = jnp.zeros((n, num_draws, self.num_params), jnp.float64)
+        for s, e in _chunks(n, size):
+            out = _put_rows(out, _scale(self.param_loc, self.param_scale, chunk(s, e)), s)
+        return out
 
     def log_prob(
         self, data: Dataset, params: Float[Array, "individuals draws k"], *, chunk_size: int | None = None
