@@ -45,7 +45,7 @@ class MAPResult(eqx.Module):
     - `fixed_rounds`: the fits made with the likelihood treatment (one per expansion point; 0
       with the kernel treatment).
     - `raised`: the ids of the individuals that got extra draws (Pareto k > 0.7 at the first
-      fit, and the next-highest k up to a count rounded up to 8 at least, then by at most 25%,
+      fit, and the next-highest k up to a count rounded up to min(8, N/16) at least, then by at most 25%,
       so that fits of similar data reuse their compiled programs; `fit_map`'s `max_draws`), for
       which the fit was redone; empty if none.
     - `max_draws`: the cap of an individual's draws (0 where not recorded).

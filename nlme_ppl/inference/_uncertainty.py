@@ -47,4 +47,7 @@ def correlation_frame(cov: np.ndarray, labels) -> pd.DataFrame:
     sd = np.sqrt(np.diag(cov))
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = cov / np.outer(sd, sd)
+    # exactly 1 on the diagonal where defined (var / (sd * sd) rounds to 1 ± 2e-16)
+    diag = np.einsum("ii->i", corr)
+    diag[np.isfinite(diag)] = 1.0
     return pd.DataFrame(corr, index=pd.Index(labels, name="parameter"), columns=list(labels))

@@ -263,8 +263,8 @@ def fit_map(
 
     - `max_draws`: individuals whose importance weights at the estimate have Pareto k > 0.7 get
       extra draws from the same posterior, up to `max_draws` draws each in all, and the fit is
-      redone from the estimate on them (once). Their count is rounded up (to 8 at least, then
-      by at most 25%; the next-highest k fill it) so that fits of similar data reuse the
+      redone from the estimate on them (once). Their count is rounded up (to min(8, N/16) at
+      least, then by at most 25%; the next-highest k fill it) so that fits of similar data reuse the
       compiled programs. `max_draws=num_draws` turns it off.
     - Data whose rows are occasions (`data.subjects`, e.g. `read_nonmem(..., occasion="OCC")`)
       with a population with `occasions` (inter-occasion variability) are fitted by
@@ -395,17 +395,17 @@ def high_k_rows(population, draws: SurrogateDraws, params: dict, data: Dataset, 
 
 
 def bucket_size(num: int, total: int) -> int:
-    """`num` rounded up to a quarter-octave step (at most 25% more; 385 -> 448), and to 8 at
-    least, capped at `total`.
+    """`num` rounded up to a quarter-octave step (at most 25% more; 385 -> 448), and to
+    min(8, ⌈total/16⌉) at least, capped at `total` (small data sets keep their exact count: at
+    N = 12, 8 raised individuals would be most of them).
 
     The extra draws' shapes enter every compiled step of the fit, so each new count of raised
     individuals compiled the L-BFGS loop, the Hessian and the scores anew (about 10 s at N = 10,000,
     in every call). Rounding the count up, with the next-highest k filling the bucket, lets
     fits of similar data reuse those programs; more draws for a few more individuals only
     improves their terms."""
-    if num <= _MIN_BUCKET:
-        return min(_MIN_BUCKET, total)
-    step = 2 ** (int(np.floor(np.log2(num))) - 2)
+    num = max(num, min(_MIN_BUCKET, -(-total // 16)))  # 8 at least, but never more than N/16 for that
+    step = 2 ** max(int(np.floor(np.log2(num))) - 2, 0)
     return min(-(-num // step) * step, total)
 
 
