@@ -3,14 +3,13 @@ statistics, and the extra draws of the individuals that need more (see `with_ext
 
 from __future__ import annotations
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ._buffers import write_rows
 from ._sharding import shard_individuals
 
 __all__ = ["SurrogateDraws", "draws_from_values", "prepare_draws", "wants_cross_products"]
@@ -207,12 +206,6 @@ def _inputs(values, model, num_fixed: int, cross: bool) -> tuple:
     return model.prior_log_prob(values), bandwidth, centre, _statistics(values, centre, cross)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _put(buffers, blocks, start):
-    """Write `blocks` into `buffers` at row `start`, in place (the buffers are donated)."""
-    return jax.tree.map(lambda b, x: jax.lax.dynamic_update_slice_in_dim(b, x, start, 0), buffers, blocks)
-
-
 def _blocked(values, model, num_fixed: int, cross: bool) -> tuple:
     """`_inputs` block by block of `STATS_BLOCK` individuals, into arrays allocated once: the
     temporaries are one block's, and the result equals the unblocked one (every quantity is per
@@ -223,5 +216,5 @@ def _blocked(values, model, num_fixed: int, cross: bool) -> tuple:
     buffers = tuple(jnp.zeros((n, *s.shape[1:]), s.dtype) for s in shapes)
     for start in range(0, n, STATS_BLOCK):
         start = min(start, n - STATS_BLOCK)
-        buffers = _put(buffers, _inputs(values[start : start + STATS_BLOCK], model, num_fixed, cross), start)
+        buffers = write_rows(buffers, _inputs(values[start : start + STATS_BLOCK], model, num_fixed, cross), start)
     return buffers

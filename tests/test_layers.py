@@ -13,7 +13,7 @@ PACKAGE = ROOT / "nlme_ppl"
 
 # lowest first; a module may import only from its own layer or the layers before it
 LAYERS: list[tuple[str, ...]] = [
-    ("nlme_ppl._validate", "nlme_ppl._version", "nlme_ppl._sites", "nlme_ppl._lse", "nlme_ppl._cache", "nlme_ppl._sharding", "nlme_ppl._timing"),  # shared checks; _sites reads population sites; _lse: the fused kernel; devices; phase timings
+    ("nlme_ppl._validate", "nlme_ppl._version", "nlme_ppl._sites", "nlme_ppl._lse", "nlme_ppl._cache", "nlme_ppl._sharding", "nlme_ppl._timing", "nlme_ppl._buffers"),  # shared checks; _sites reads population sites; _lse: the fused kernel; devices; phase timings
     ("nlme_ppl.data", "nlme_ppl._doses"),  # the containers (Doses lives in its own module)
     ("nlme_ppl.io.serialization",),  # the estimator-archive format and the backend registry
     ("nlme_ppl.models",),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 from flowjax.distributions import Transformed
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._buffers import write_rows
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..io.serialization import ArchiveError
@@ -100,12 +100,6 @@ def _log_prob_chunk(summary, flow, times, values, mask, z):
 @jax.jit
 def _scale(loc, scale, z):
     return loc + scale * z.astype(jnp.float64)
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def _put_rows(out, rows, start):
-    """`out` with `rows` written at row `start`, in place (`out` is donated)."""
-    return jax.lax.dynamic_update_slice_in_dim(out, rows, start, 0)
 
 
 def _f32():
@@ -223,7 +217,7 @@ class AmortizedPosterior(eqx.Module):
         # chunk list, its concatenation and the float64 copy held 2.5x the draws at once (N = 10^6)
         out = jnp.zeros((n, num_draws, self.num_params), jnp.float64)
         for s, e in _chunks(n, size):
-            out = _put_rows(out, _scale(self.param_loc, self.param_scale, chunk(s, e)), s)
+            out = write_rows(out, _scale(self.param_loc, self.param_scale, chunk(s, e)), s)
         return out
 
     def log_prob(
