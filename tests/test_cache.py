@@ -10,7 +10,7 @@ from nlme_ppl._cache import cache_dir
 _PROBE = """
 import jax, jax.numpy as jnp, nlme_ppl as nlp
 print(nlp.enable_compilation_cache())
-# a program that takes more than the cache's 0.2 s threshold to compile
+# a program with some compile time (the cache keeps every program, however fast it compiles)
 f = jax.jit(lambda x: sum(jnp.linalg.eigh(x @ x.T + i * jnp.eye(30))[0].sum() * jnp.linalg.slogdet(x + i)[1] for i in range(25)))
 f(jnp.ones((30, 30))).block_until_ready()
 """
