@@ -319,11 +319,11 @@ def _train(args) -> int:
     from nlme_ppl.estimators import PRETRAINED_CONFIGS, TrainConfig
 
     model = nlp.models.get(args.model, prior=_priors(args.prior))
-    num_sims, config, seed = PRETRAINED_CONFIGS.get(args.model, (100_000, TrainConfig(), 0))
+    num_sims, config, seed = PRETRAINED_CONFIGS.get(args.model, (100_000, None, 0))  # None: TrainConfig.sized
     if args.max_epochs is not None:
         import dataclasses
 
-        config = dataclasses.replace(config, max_epochs=args.max_epochs)
+        config = dataclasses.replace(config or TrainConfig(), max_epochs=args.max_epochs)
     num_sims = args.num_simulations or num_sims
     seed = seed if args.seed is None else args.seed
     out = Path(args.out)

@@ -71,7 +71,8 @@ def train(
     - `key`: a JAX random key (simulation, split, initialisation and minibatches).
     - `simulations`: training pairs from [`simulate`][nlme_ppl.simulate]; or
     - `num_simulations`: simulate this many first (with a key split from `key`).
-    - `config`: a [`TrainConfig`][nlme_ppl.TrainConfig] (default `TrainConfig()`), or for the sbi
+    - `config`: a [`TrainConfig`][nlme_ppl.TrainConfig] (default: sized to the model and the
+      number of simulations by [`TrainConfig.sized`][nlme_ppl.TrainConfig.sized]), or for the sbi
       backend an [`SbiConfig`][nlme_ppl.backends.sbi.SbiConfig] (default `SbiConfig()`).
     - `progress`: show progress bars.
     - `loss_plot`: if a path, write a PNG of the training and validation losses there.
@@ -119,11 +120,15 @@ def train_flowjax(
     config = _check_arguments(model, key, config)
     k_sim, k_split, k_init, k_epochs = jax.random.split(key, 4)
     simulations, sim_seconds = _simulations(model, k_sim, simulations, num_simulations, progress=progress)
-    _check_simulations(model, simulations, config)
+    _check_simulations(model, simulations)
+    times, values, mask = encode(model, simulations.data)
+    if config is None:  # sized to the problem (TrainConfig.sized)
+        config = TrainConfig.sized(num_params=model.num_params, num_rows=int(np.max(np.sum(mask, axis=1), initial=1)),
+                                   num_simulations=len(simulations), num_channels=num_channels(model))
+    _check_config(model, config)
     tr, va = _split(len(simulations), config, k_split)
     z, loc, scale, scaling = _standardise(model, simulations, tr)
     log_det = float(np.sum(np.log(scale)))  # loss on the original scale: -log q(φ) = -log q(z) + Σ log scale
-    times, values, mask = encode(model, simulations.data)
     if config.summary == "attention" and config.max_rows is None:  # recorded in the file with the config
         config = dataclasses.replace(config, max_rows=int(np.max(np.sum(mask, axis=1))))
     optimizer = optax.chain(  # built outside `_f32`, as the shipped estimators were
@@ -181,13 +186,12 @@ def _with_designs(model, designs, simulations) -> tuple[IndividualModel, dict]:
 
 
 
-def _check_arguments(model, key, config) -> TrainConfig:
-    config = TrainConfig() if config is None else config
+def _check_arguments(model, key, config) -> TrainConfig | None:
     if not isinstance(model, IndividualModel):
         raise TypeError(f"`model` must be an IndividualModel (e.g. nlp.models.frohlich_simple()); got {type(model).__name__}.")
     check_keys(key)
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}.")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig (or None: sized to the model, TrainConfig.sized); got {type(config).__name__}.")
     return config
 
 
@@ -204,7 +208,7 @@ def _simulations(model, key, simulations, num_simulations, *, progress: bool) ->
     return sims, time.perf_counter() - t0
 
 
-def _check_simulations(model: IndividualModel, sims, config: TrainConfig) -> None:
+def _check_simulations(model: IndividualModel, sims) -> None:
     if not isinstance(sims, Simulations):
         raise TypeError(f"`simulations` must be a nlme_ppl.Simulations (from nlp.simulate); got {type(sims).__name__}.")
     if tuple(sims.param_names) != tuple(model.param_names):
@@ -212,6 +216,9 @@ def _check_simulations(model: IndividualModel, sims, config: TrainConfig) -> Non
             f"the simulations have parameters {sims.param_names} but model {model.name!r} has "
             f"{model.param_names}; simulate from this model."
         )
+
+
+def _check_config(model: IndividualModel, config: TrainConfig) -> None:
     if config.summary_regression and config.summary_dim < model.num_params:
         raise ValueError(
             f"TrainConfig.summary_dim={config.summary_dim} is smaller than the {model.num_params} parameters "

@@ -164,3 +164,29 @@ def test_online_training_uses_fresh_simulations_and_is_reproducible():
     assert np.isfinite(online[0].history.best_val_loss)
     with pytest.raises(ValueError, match="online"):
         TrainConfig(online=1)
+
+
+def test_sized_config_follows_the_problem():
+    small = TrainConfig.sized(num_params=5, num_rows=11, num_simulations=100_000)
+    # 90,000 training rows in batches of 256: 351 steps per epoch, so 57 epochs make the ~20,000 steps
+    assert (small.max_epochs, small.patience, small.batch_size, small.learning_rate) == (57, 10, 256, 2e-3)
+    assert (small.summary_dim, small.hidden_size, small.nn_width, small.flow_layers, small.patch_size) == (16, 64, 112, 6, 3)
+    large = TrainConfig.sized(num_params=11, num_rows=30, num_simulations=100_000, num_channels=8)
+    assert large.summary_dim >= 11 and large.nn_width > small.nn_width and large.hidden_size > small.hidden_size
+    assert large.flow_layers > small.flow_layers
+    assert TrainConfig.sized(num_params=5, num_rows=11, num_simulations=20_000).max_epochs == 100  # few steps per epoch
+    assert TrainConfig.sized(num_params=5, num_rows=11, num_simulations=1_000_000).max_epochs == 20
+    tiny = TrainConfig.sized(num_params=2, num_rows=5, num_simulations=300)
+    assert tiny.batch_size == 32 and tiny.summary_dim >= 2  # 270 training rows: batches that fit them
+    assert TrainConfig.sized(num_params=5, num_rows=11, num_simulations=100_000, summary="gru").summary == "gru"
+    with pytest.raises(ValueError, match="num_params"):
+        TrainConfig.sized(num_params=0, num_rows=11, num_simulations=1000)
+
+
+def test_train_without_config_sizes_it_to_the_model():
+    model = linear_model()
+    sims = nlp.simulate(model, jax.random.key(3), num_simulations=600, progress=False)
+    post = train(model, jax.random.key(4), simulations=sims, progress=False)
+    rows = int(np.max(np.sum(np.asarray(sims.data.mask), axis=1)))
+    assert post.config == TrainConfig.sized(num_params=model.num_params, num_rows=rows, num_simulations=600)
+    assert len(post.history.val_loss) <= post.config.max_epochs
