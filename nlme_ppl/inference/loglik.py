@@ -27,8 +27,9 @@ from .._lse import log_mean_exp
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..likelihood import draws_from_values, log_weights
+from ._exact_draws import block_log_target
 from .fixed import expand_fixed, fixed_point
-from .refine import RefinedPosterior, _block_log_target
+from .refine import RefinedPosterior
 
 __all__ = ["ObjectiveFunction", "objective_function", "training_evidence"]
 
@@ -105,7 +106,7 @@ def training_evidence(posterior, data: Dataset, key=None, *, num_draws: int = 10
     values = np.asarray(posterior.sample(data, key, num_draws=num_draws), np.float64)
     log_q = np.asarray(posterior.log_prob(data, values), np.float64)
     designs = model.designs_from_data(data)
-    log_w = np.asarray(_block_log_target(model, designs, jnp.asarray(data.values, jnp.float64), jnp.asarray(values))) - log_q
+    log_w = np.asarray(block_log_target(model, designs, jnp.asarray(data.values, jnp.float64), jnp.asarray(values))) - log_q
     return log_mean_exp(np.where(np.isfinite(log_w), log_w, -np.inf))
 
 

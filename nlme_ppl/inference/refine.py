@@ -21,9 +21,14 @@ refinement therefore builds, per individual and in parallel (`vmap`):
 
 [`RefinedPosterior.sample`][nlme_ppl.RefinedPosterior.sample] returns equally weighted draws:
 resampled from the weighted set where its ESS is at least twice `num_draws` (duplicates stay
-rare), otherwise fresh draws of a short Metropolis–Hastings run started there (independence
-proposals from the t mixture alternating with random-walk steps scaled by the weighted
-covariance), which leaves the exact posterior invariant.
+rare); otherwise resampled from a fresh weighted set from the same t mixture (with the training
+prior's defensive share), sized from the first set's ESS per proposal to reach that ESS, where
+it costs under a quarter of the chains below (`FRESH_COST_SHARE`); otherwise, or where the fresh
+set still falls short, fresh draws of a short Metropolis–Hastings run started there
+(independence proposals from the t mixture alternating with random-walk steps scaled by the
+weighted covariance), which leaves the exact posterior invariant. The chains cost 2·40
+likelihood evaluations per draw; `fit_map`'s extra draws (900 per high-k individual) made them
+most of a refined fit's time (N = 1,000: 194 of 319 s) before the fresh sets.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from .._lse import log_mean_exp
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..diagnostics import importance_diagnostics
-from ._proposal import exchange_permutations, find_components, log_target, mixture_t_log_prob, sample_mixture_t
+from ._exact_draws import block_log_target, fresh_weighted, log_targets, mcmc_chains, resample
+from ._proposal import exchange_permutations, find_components, mixture_t_log_prob, sample_mixture_t
 
 __all__ = ["RefinedPosterior", "refine", "wants_refinement"]
 
@@ -52,49 +58,23 @@ EXACT_BACKENDS = frozenset({"refined", "importance", "exact"})
 
 #: Likelihood evaluations per compiled block of individuals (bounds memory).
 _EVALS_PER_BLOCK = 200_000
-
-
-def _log_targets(model, designs, obs, values):
-    """`(n, P)` log target of `(n, P, k)` values."""
-    return jax.vmap(jax.vmap(lambda p, d, y: log_target(model, p, d, y), in_axes=(0, None, None)))(values, designs, obs)
-
-
-_block_log_target = eqx.filter_jit(_log_targets)
+#: `sample`'s fresh weighted sets (for individuals whose first set's ESS is under twice the draws
+#: asked) may cost at most this share of the Metropolis–Hastings chains' likelihood evaluations
+#: (0 turns them off: always the chains). With 40 rounds, M draws cost the chains 80·M evaluations.
+FRESH_COST_SHARE = 0.25
+#: The training prior's share of those fresh sets (defensive, as in `refine`).
+FRESH_PRIOR_SHARE = 0.05
+#: The stream of `sample`'s key that the fresh sets come from.
+_FRESH_STREAM = 0xF5E5
 
 
 @eqx.filter_jit
 def _block_components(model, designs, obs, q_values, perms, prior_precision, num_starts, max_iter, tol, drop_below):
-    lt = _log_targets(model, designs, obs, q_values)
+    lt = log_targets(model, designs, obs, q_values)
     top = jax.lax.top_k(jnp.where(jnp.isnan(lt), -jnp.inf, lt), num_starts)[1]
     starts = jnp.take_along_axis(q_values, top[..., None], axis=1)
     comps = find_components(model, designs, obs, starts, perms, prior_precision, max_iter=max_iter, tol=tol, drop_below=drop_below)
     return comps.loc, comps.chol, comps.log_weight, comps.log_density
-
-
-@eqx.filter_jit
-def _mcmc(model, designs, obs, init, loc, chol, log_weight, rw_chol, key, num_steps: int, df: float):
-    """`num_steps` rounds of (independence step from the t mixture, random-walk step) for every
-    chain `(n, M, k)`; each chain leaves the exact posterior invariant."""
-    n, m, k = init.shape
-    lt_fn = lambda x: _log_targets(model, designs, obs, x)  # noqa: E731
-    lg_fn = lambda x: mixture_t_log_prob(x, loc, chol, log_weight, df)  # noqa: E731
-    scale = 2.38 / math.sqrt(k)
-
-    def step(carry, key):
-        x, lt, lg = carry
-        k_i, k_ia, k_r, k_ra = jax.random.split(key, 4)
-        y = sample_mixture_t(k_i, loc, chol, log_weight, df, m)
-        lt_y, lg_y = lt_fn(y), lg_fn(y)
-        accept = jnp.log(jax.random.uniform(k_ia, (n, m))) < (lt_y - lg_y) - (lt - lg)
-        x, lt, lg = (jnp.where(accept[..., None], y, x), jnp.where(accept, lt_y, lt), jnp.where(accept, lg_y, lg))
-        y = x + scale * jnp.einsum("nij,nmj->nmi", rw_chol, jax.random.normal(k_r, (n, m, k)))
-        lt_y = lt_fn(y)
-        accept = jnp.log(jax.random.uniform(k_ra, (n, m))) < lt_y - lt
-        x, lt = jnp.where(accept[..., None], y, x), jnp.where(accept, lt_y, lt)
-        return (x, lt, jnp.where(accept, lg_fn(x), lg)), None
-
-    (x, _, _), _ = jax.lax.scan(step, (init, lt_fn(init), lg_fn(init)), jax.random.split(key, num_steps))
-    return x
 
 
 class RefinedPosterior(eqx.Module):
@@ -170,11 +150,50 @@ class RefinedPosterior(eqx.Module):
         idx = jax.vmap(lambda kk, lw: jax.random.categorical(kk, lw, shape=(num_draws,)))(keys, jnp.asarray(self.log_weights[sel]))
         out = np.array(jnp.take_along_axis(jnp.asarray(self.values[sel]), idx[..., None], axis=1), np.float64)
         pos = np.flatnonzero(self.needs_mcmc(num_draws)[sel])
+        if pos.size:  # first a larger weighted set from the same t mixture, where that is cheaper than the chains
+            fresh, short = self._resample_fresh(sel[pos], num_draws, jax.random.fold_in(key, _FRESH_STREAM))
+            if fresh is not None:
+                out[pos] = fresh
+                pos = pos[short]
         chunk = max(1, _EVALS_PER_BLOCK // num_draws)  # chains per compiled call: bounds memory
         for c, start in enumerate(range(0, pos.size, chunk)):
             part = pos[start : start + chunk]
             out[part] = self._mcmc_rows(sel[part], out[part], jax.random.fold_in(k_mcmc, c))
         return jnp.asarray(out)
+
+    def _resample_fresh(self, rows: np.ndarray, num_draws: int, key) -> tuple[np.ndarray | None, np.ndarray]:
+        """Draws `(len(rows), num_draws, k)` resampled from a fresh weighted set per individual,
+        sized from the first set's ESS per proposal to reach an ESS of 2·`num_draws`, and the mask
+        of the rows that fell short of it anyway (their draws then start the Metropolis–Hastings
+        chains). None when that set would cost more than `FRESH_COST_SHARE` of the chains'
+        likelihood evaluations (2 per round and draw)."""
+        per_proposal = np.asarray(self.ess, np.float64)[rows] / self.values.shape[1]
+        budget = int(FRESH_COST_SHARE * 2 * self.num_mcmc_steps * num_draws)
+        wanted = 3.0 * num_draws / max(float(np.median(per_proposal)), 1e-12)  # 1.5x the ESS of 2·num_draws
+        if wanted > budget:
+            return None, np.ones(rows.size, bool)
+        num = 1 << int(math.ceil(math.log2(max(wanted, 2 * num_draws))))  # a power of two: few compiled shapes
+        block = max(1, min(rows.size, _EVALS_PER_BLOCK // num))
+        block = 1 << int(math.ceil(math.log2(block)))
+        model = self.model
+        designs_all, obs_all = model.designs_from_data(self.data), np.asarray(self.data.values, np.float64)
+        out = np.empty((rows.size, num_draws, self.values.shape[2]), np.float64)
+        short = np.zeros(rows.size, bool)
+        for b, start in enumerate(range(0, rows.size, block)):
+            part = rows[start : start + block]
+            padded = np.concatenate([part, np.full(block - part.size, part[-1])])
+            designs = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[padded]), designs_all)
+            k_b, k_r = jax.random.split(jax.random.fold_in(key, b))
+            values, log_w = fresh_weighted(
+                model, designs, jnp.asarray(obs_all[padded]), jnp.asarray(self.loc[padded]), jnp.asarray(self.chol[padded]),
+                jnp.asarray(self.component_log_weight[padded]), k_b, num, self.df, FRESH_PRIOR_SHARE,
+            )  # fmt: skip
+            log_w = log_w - jax.nn.logsumexp(log_w, axis=1, keepdims=True)
+            ess = np.asarray(jnp.exp(-jax.nn.logsumexp(2.0 * log_w, axis=1)))[: part.size]
+            draws = np.asarray(resample(k_r, values, log_w, num_draws), np.float64)[: part.size]
+            out[start : start + part.size] = draws
+            short[start : start + part.size] = ~(ess >= 2 * num_draws)  # NaN (no finite weight) counts as short
+        return out, short
 
     def _mcmc_rows(self, rows: np.ndarray, init: np.ndarray, key) -> np.ndarray:
         model = self.model
@@ -187,7 +206,7 @@ class RefinedPosterior(eqx.Module):
         mean = np.einsum("np,npk->nk", w, self.values[padded])
         d = self.values[padded] - mean[:, None, :]
         cov = np.einsum("np,npk,npl->nkl", w, d, d) + 1e-10 * np.eye(d.shape[-1])
-        x = _mcmc(
+        x = mcmc_chains(
             model, designs, jnp.asarray(pick(self.data.values), jnp.float64), jnp.asarray(init), jnp.asarray(self.loc[padded]),
             jnp.asarray(self.chol[padded]), jnp.asarray(self.component_log_weight[padded]), jnp.asarray(np.linalg.cholesky(cov)),
             key, self.num_mcmc_steps, self.df,
@@ -314,7 +333,7 @@ def refine(
             log_q = np.asarray(posterior.log_prob(sub, np.asarray(values)[: len(sub.ids)]), np.float64)
             log_q = np.concatenate([log_q, np.repeat(log_q[-1:], block - log_q.shape[0], axis=0)])
             log_terms.append(math.log(num_q / num_proposals) + jnp.asarray(log_q))
-        log_w = _block_log_target(model, designs, obs, values) - jax.nn.logsumexp(jnp.stack(log_terms), axis=0)
+        log_w = block_log_target(model, designs, obs, values) - jax.nn.logsumexp(jnp.stack(log_terms), axis=0)
         keep = slice(0, min(block, n - start))
         pieces.append(tuple(np.asarray(a)[keep] for a in (values, log_w, loc, chol, log_cw, dens)))
     values, log_w, loc, chol, log_cw, dens = (np.concatenate(p) for p in zip(*pieces))

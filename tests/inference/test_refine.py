@@ -65,6 +65,7 @@ def test_metropolis_hastings_where_the_weighted_set_is_too_small(problem, monkey
     model, data, est, ref = problem
     num_draws = int(np.max(ref.ess))  # more than half of every ESS: every individual's draws come from MCMC
     assert ref.needs_mcmc(num_draws).all()
+    monkeypatch.setattr(importlib.import_module("nlme_ppl.inference.refine"), "FRESH_COST_SHARE", 0.0)  # no fresh sets: the chains
     if chains_per_call:  # the chains run in calls of 6 individuals (memory bound), each padded to 8
         monkeypatch.setattr(importlib.import_module("nlme_ppl.inference.refine"), "_EVALS_PER_BLOCK", chains_per_call * num_draws)
     draws = np.asarray(ref.sample(data, jax.random.key(2), num_draws=num_draws))
@@ -76,6 +77,26 @@ def test_metropolis_hastings_where_the_weighted_set_is_too_small(problem, monkey
     np.testing.assert_allclose(np.median(s / sd, axis=0), 1.0, atol=0.05)
     # few duplicates, unlike resampling from a set of that ESS
     assert np.mean([np.unique(d[:, 0]).size / num_draws for d in draws]) > 0.7
+
+
+def test_a_fresh_weighted_set_where_the_first_is_too_small(problem, monkeypatch):
+    model, data, est, ref = problem
+    num_draws = int(np.max(ref.ess))  # as above, but the larger set from the t mixture is cheaper than the chains
+    calls = []
+    module = importlib.import_module("nlme_ppl.inference.refine")
+    monkeypatch.setattr(module.RefinedPosterior, "_mcmc_rows", lambda self, rows, init, key: calls.append(rows) or init)
+    draws = np.asarray(ref.sample(data, jax.random.key(2), num_draws=num_draws))
+    assert not calls  # every individual reached an ESS of 2 * num_draws in its fresh set
+    mean, cov = est.moments(data)
+    sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    m, s = _moments(draws)
+    z = (m - mean) / sd
+    # resampled from an ESS >= 2M: pooled over 40 individuals the mean z-score to 0.05 and the median SD ratio to 5 %
+    assert np.abs(z.mean()) < 0.05 and np.max(np.abs(z)) < 0.25
+    np.testing.assert_allclose(np.median(s / sd, axis=0), 1.0, atol=0.05)
+    assert np.mean([np.unique(d[:, 0]).size / num_draws for d in draws]) > 0.7  # few duplicates
+    again = np.asarray(ref.sample(data, jax.random.key(2), num_draws=num_draws))
+    np.testing.assert_array_equal(draws, again)
 
 
 def test_same_key_same_draws_and_subsets(problem):
