@@ -152,8 +152,8 @@ class RefinedPosterior(eqx.Module):
         pos = np.flatnonzero(self.needs_mcmc(num_draws)[sel])
         if pos.size:  # first a larger weighted set from the same t mixture, where that is cheaper than the chains
             fresh, short = self._resample_fresh(sel[pos], num_draws, jax.random.fold_in(key, _FRESH_STREAM))
-            if fresh is not None:
-                out[pos] = fresh
+            if fresh is not None:  # the rows still short keep their first draws to start the chains from
+                out[pos[~short]] = fresh[~short]
                 pos = pos[short]
         chunk = max(1, _EVALS_PER_BLOCK // num_draws)  # chains per compiled call: bounds memory
         for c, start in enumerate(range(0, pos.size, chunk)):
