@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nlme_ppl.diagnostics",),
     ("nlme_ppl.inference",),
     ("nlme_ppl.io",),  # the readers and the report
-    ("nlme_ppl.demo", "nlme_ppl.cli", "nlme_ppl._cli_vae", "nlme_ppl.pretrained", "nlme_ppl"),
+    ("nlme_ppl.demo", "nlme_ppl.cli", "nlme_ppl._cli_vae", "nlme_ppl._cli_train", "nlme_ppl.pretrained", "nlme_ppl"),
 ]
 
 # the named exceptions to the layer order (at most one), each with its reason
