@@ -36,8 +36,11 @@ def test_every_example_has_tiny_settings():
 #: tests/test_cli.py and tests/models/test_pk.py, the exact baseline by tests/diagnostics/test_exact.py,
 #: training a user's model by tests/estimators/test_train.py. Stop 31: occasions (60-110 s; the
 #: IOV fit is tested in tests/inference/test_occasions.py, its reader in tests/io/test_nonmem.py).
+#: Stop 33 (its suite run: phenobarb 77 s, indometh 64 s): training on a data set's designs and
+#: fitting with that estimator are tested in tests/designs/test_train_designs.py, training a
+#: user's model in tests/estimators/test_train.py, the NONMEM reader in tests/io/test_nonmem.py.
 HEAVY = {"sbi_sde.py", "sunitinib.py", "pk_censored.py", "multi_experiment.py", "theophylline.py", "exact_check.py", "custom_model.py",
-         "frohlich_population.py", "occasions.py"}
+         "frohlich_population.py", "occasions.py", "phenobarb.py", "indometh.py"}
 
 
 @pytest.mark.slow
