@@ -338,6 +338,10 @@ def write_markdown(results, path=DOCS):
         p = r["p7"]
         for label in ("diag_all_random", "diag_offset_sigma_fixed", "full"):
             row("P7", f"surrogate value+gradient, N·M={p['num_individuals'] * p['num_draws']:.0e}, k=6, {label.replace('_', ' ')}", f"{p[label]['ms']:.1f} ms ({p[label]['gflop_per_second']:.1f} GFLOP/s of the 4·10⁷-flop estimate" + (f"; plain autodiff {p[label]['unfused_ms']:.1f} ms" if "unfused_ms" in p[label] else "") + ")", "≤ 15 ms", p[label]["ms"] <= 15)
+    million = HERE / "million_results.json"  # `python benchmarks/million.py` (about 10 minutes; not part of `make bench`)
+    if million.exists():
+        m = json.loads(million.read_text())
+        row("P8", f"N={m['num_individuals']:,} individuals, M={m['num_draws']}: draws + one-start MAP, peak resident memory of the process (`benchmarks/million.py`; {m['fit_map_seconds']:.0f} s, of which draws {m['timings']['phases']['draws']['seconds']:.0f} s)", f"{m['peak_resident_gib']:.1f} GiB", "≤ 24 GiB", m["peak_resident_gib"] <= 24)
     if "p6" in r:
         for name, p in r["p6"].items():
             if name == "frohlich_detailed":  # issue 4: 100k simulations of the stiff ODE in <= 60 s

@@ -82,13 +82,13 @@ class _Surrogate(Messenger):
 
     def _direct(self, fn, select):
         """Add `fn.log_prob` at the draws, `select` taking the site's value from `(N, M, k)` values."""
-        lp = fn.log_prob(jnp.moveaxis(select(self.draws.values), 1, 0))
+        lp = fn.log_prob(jnp.moveaxis(select(self.draws.values).astype(jnp.float64), 1, 0))  # the draws are stored in float32
         self.generic = lp if self.generic is None else self.generic + lp
         extra = self.draws.extra
         if extra is not None:
             # fn is batched over all N individuals: the extra draws go to their owners' rows, the centre elsewhere
             n, idx = self.draws.num_individuals, self.draws.extra_index
-            full = jnp.broadcast_to(self.draws.centre[:, None, :], (n, extra.num_draws, extra.num_params)).at[idx].set(extra.values)
+            full = jnp.broadcast_to(self.draws.centre[:, None, :], (n, extra.num_draws, extra.num_params)).at[idx].set(extra.values.astype(jnp.float64))
             lp = fn.log_prob(jnp.moveaxis(select(full), 1, 0))[:, idx]
             self.generic_extra = lp if self.generic_extra is None else self.generic_extra + lp
 

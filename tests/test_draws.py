@@ -98,7 +98,7 @@ def test_subset_carries_extra_draws(setup):
     raised = draws.with_extra(extra, ROWS, model)
     sub = raised.subset(np.array([1, 0, 1, 6]))
     np.testing.assert_array_equal(np.asarray(sub.extra_index), [0, 2])
-    np.testing.assert_array_equal(np.asarray(sub.extra.values), extra[[1, 1]])
+    np.testing.assert_array_equal(np.asarray(sub.extra.values), extra[[1, 1]].astype(np.float32))  # stored in float32
     np.testing.assert_array_equal(np.asarray(sub.extra.centre), np.asarray(draws.centre)[[1, 1]])
     assert raised.subset(slice(2, 4)).extra is None  # no raised individual there
     np.testing.assert_array_equal(np.asarray(raised.subset(slice(0, 2)).extra_index), [1])

@@ -134,8 +134,9 @@ def test_covariate_surrogate_fast_path_matches_generic():
         lw = nlp.log_weights(pop, draws, p, data)
         loc = np.asarray(pop.individual_means(p["mean"], p["beta"], data))
         S = np.diag(p["sd"]) @ (np.array([[1, -0.4], [-0.4, 1]]) if cov == "full" else np.eye(2)) @ np.diag(p["sd"])
-        ref = np.stack([stats.multivariate_normal(loc[i], S).logpdf(np.asarray(draws.values[i])) for i in range(5)])
-        ref = ref - np.asarray(lg.model().prior_log_prob(draws.values))
+        phi = np.asarray(draws.values, np.float64)  # stored in float32; every density is taken in float64
+        ref = np.stack([stats.multivariate_normal(loc[i], S).logpdf(phi[i]) for i in range(5)])
+        ref = ref - np.asarray(lg.model().prior_log_prob(phi))
         np.testing.assert_allclose(lw, ref, rtol=1e-10, atol=1e-10)
         handler = nlp.likelihood._Surrogate(draws)
         with numpyro.handlers.seed(rng_seed=0), handler, numpyro.handlers.substitute(data=p):

@@ -58,7 +58,7 @@ def posterior_predictive(
     designs = model.designs_from_data(data)
     mask = jnp.asarray(data.mask)
     n, names = data.num_individuals, model.param_names
-    values = draws.values
+    values = draws.values.astype(jnp.float64)  # stored in float32
     if draws.extra is not None:  # one pool per individual: its M draws, then its extra ones (-inf weight elsewhere)
         idx, m_e = draws.extra_index, draws.extra.num_draws
         values = jnp.concatenate([values, jnp.broadcast_to(draws.centre[:, None], (n, m_e, len(names))).at[idx].set(draws.extra.values)], 1)

@@ -138,7 +138,7 @@ def exact_init(population, fit: MAPResult | Mapping, draws: SurrogateDraws, data
     params = dict(fit.site_values) if hasattr(fit, "site_values") else dict(fit)
     lw = log_weights(population, draws, params, data)  # (N, M)
     best = jnp.argmax(jnp.where(jnp.isnan(lw), -jnp.inf, lw), axis=1)
-    phi = draws.values[jnp.arange(draws.num_individuals), best]  # (N, k)
+    phi = draws.values[jnp.arange(draws.num_individuals), best].astype(jnp.float64)  # (N, k); stored in float32
     population_params = {k: v for k, v in params.items() if k not in draws.param_names}
     handled = numpyro.handlers.substitute(numpyro.handlers.seed(population, 0), data=population_params)
     tr = numpyro.handlers.trace(handled).get_trace(data)

@@ -349,7 +349,7 @@ def fit_likelihood_treatment(
         return fit_map_draws(population, draws, data, key, fresh_draws=fresh_draws, init=init, **options), draws
     names = tuple(point)
     idx = [draws.param_names.index(n) for n in names]
-    spread = np.maximum(np.median(np.std(np.asarray(draws.values)[..., idx], axis=1), axis=0), 1e-12)  # (F,)
+    spread = np.maximum(np.median(np.std(np.asarray(draws.values, np.float64)[..., idx], axis=1), axis=0), 1e-12)  # (F,)
     for rounds in range(1, max_rounds + 1):
         with phase("expansion"):
             expanded = expand_fixed(draws, model, data, point)
