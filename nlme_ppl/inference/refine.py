@@ -146,9 +146,7 @@ class RefinedPosterior(eqx.Module):
         num_draws = positive_int(num_draws, name="num_draws")
         sel = self._rows(data)
         k_sir, k_mcmc = jax.random.split(key)
-        keys = jax.random.split(k_sir, sel.size)
-        idx = jax.vmap(lambda kk, lw: jax.random.categorical(kk, lw, shape=(num_draws,)))(keys, jnp.asarray(self.log_weights[sel]))
-        out = np.array(jnp.take_along_axis(jnp.asarray(self.values[sel]), idx[..., None], axis=1), np.float64)
+        out = np.array(resample(k_sir, jnp.asarray(self.values[sel]), jnp.asarray(self.log_weights[sel]), num_draws), np.float64)
         pos = np.flatnonzero(self.needs_mcmc(num_draws)[sel])
         if pos.size:  # first a larger weighted set from the same t mixture, where that is cheaper than the chains
             fresh, short = self._resample_fresh(sel[pos], num_draws, jax.random.fold_in(key, _FRESH_STREAM))
@@ -181,11 +179,11 @@ class RefinedPosterior(eqx.Module):
         short = np.zeros(rows.size, bool)
         for b, start in enumerate(range(0, rows.size, block)):
             part = rows[start : start + block]
-            padded = np.concatenate([part, np.full(block - part.size, part[-1])])
-            designs = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[padded]), designs_all)
+            padded = _padded(part, block)
+            designs, obs = _picked(designs_all, obs_all, padded)
             k_b, k_r = jax.random.split(jax.random.fold_in(key, b))
             values, log_w = fresh_weighted(
-                model, designs, jnp.asarray(obs_all[padded]), jnp.asarray(self.loc[padded]), jnp.asarray(self.chol[padded]),
+                model, designs, obs, jnp.asarray(self.loc[padded]), jnp.asarray(self.chol[padded]),
                 jnp.asarray(self.component_log_weight[padded]), k_b, num, self.df, FRESH_PRIOR_SHARE,
             )  # fmt: skip
             log_w = log_w - jax.nn.logsumexp(log_w, axis=1, keepdims=True)
@@ -198,16 +196,15 @@ class RefinedPosterior(eqx.Module):
     def _mcmc_rows(self, rows: np.ndarray, init: np.ndarray, key) -> np.ndarray:
         model = self.model
         size = 1 << int(math.ceil(math.log2(rows.size)))  # padded to a power of two: few compiled shapes
-        padded = np.concatenate([rows, np.full(size - rows.size, rows[-1])])
+        padded = _padded(rows, size)
         init = np.concatenate([init, np.repeat(init[-1:], size - rows.size, axis=0)])
-        pick = lambda x: np.asarray(x)[padded]  # noqa: E731
-        designs = jax.tree.map(pick, model.designs_from_data(self.data))
+        designs, obs = _picked(model.designs_from_data(self.data), np.asarray(self.data.values, np.float64), padded)
         w = np.exp(self.log_weights[padded])
         mean = np.einsum("np,npk->nk", w, self.values[padded])
         d = self.values[padded] - mean[:, None, :]
         cov = np.einsum("np,npk,npl->nkl", w, d, d) + 1e-10 * np.eye(d.shape[-1])
         x = mcmc_chains(
-            model, designs, jnp.asarray(pick(self.data.values), jnp.float64), jnp.asarray(init), jnp.asarray(self.loc[padded]),
+            model, designs, obs, jnp.asarray(init), jnp.asarray(self.loc[padded]),
             jnp.asarray(self.chol[padded]), jnp.asarray(self.component_log_weight[padded]), jnp.asarray(np.linalg.cholesky(cov)),
             key, self.num_mcmc_steps, self.df,
         )  # fmt: skip
@@ -224,6 +221,17 @@ class RefinedPosterior(eqx.Module):
             f"RefinedPosterior({self.num_individuals} individuals, {self.values.shape[1]} proposals each; "
             f"{int(np.sum(k > 0.7))} with Pareto k > 0.7, median ESS {np.median(self.ess):.0f})"
         )
+
+
+def _padded(rows: np.ndarray, size: int) -> np.ndarray:
+    """`rows` padded to `size` by repeating the last one, so that a block loop compiles one shape
+    per size (the padding's results are dropped)."""
+    return np.concatenate([rows, np.full(size - rows.size, rows[-1])])
+
+
+def _picked(designs_all, obs_all: np.ndarray, rows: np.ndarray) -> tuple:
+    """The designs and observations `(rows, T)` of `rows`, as device arrays."""
+    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[rows]), designs_all), jnp.asarray(obs_all[rows], jnp.float64)
 
 
 def wants_refinement(refine, posterior) -> bool:
@@ -315,9 +323,8 @@ def refine(
     block = max(1, min(n, _EVALS_PER_BLOCK // num_proposals))
     pieces = []
     for b, start in enumerate(range(0, n, block)):
-        rows = np.arange(start, start + block).clip(max=n - 1)  # the last block padded: one compiled shape
-        designs = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[rows]), designs_all)
-        obs = jnp.asarray(obs_all[rows])
+        rows = _padded(np.arange(start, min(start + block, n)), block)  # the last block padded: one compiled shape
+        designs, obs = _picked(designs_all, obs_all, rows)
         loc, chol, log_cw, dens = _block_components(
             model, designs, obs, jnp.asarray(q_values[rows]), jnp.asarray(perms), floor, num_starts, int(max_iter), float(tol), float(drop_below)
         )  # fmt: skip
