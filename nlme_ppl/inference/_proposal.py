@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, Int
 
 from ._optimize import lbfgs
 
-__all__ = ["Components", "exchange_permutations", "find_components", "log_target", "mixture_t_log_prob", "sample_mixture_t"]
+__all__ = ["Components", "exchange_permutations", "find_components", "log_target", "mixture_t_log_prob", "per_lane", "sample_mixture_t"]
 
 
 def log_target(model, phi: Float[Array, " k"], design, y) -> Float[Array, ""]:
@@ -83,9 +83,10 @@ def find_components(
     not finite, gets weight zero."""
     perms = jnp.asarray(perms)
 
-    def one(design, y, z0):
+    def one(args):
+        design, y, z0 = args
         neg = lambda p: -log_target(model, p, design, y)  # noqa: E731
-        modes, values, _, _ = jax.vmap(lambda z: lbfgs(neg, z, max_iter=max_iter, tol=tol))(z0)
+        modes, values, _, _ = per_lane(lambda z: lbfgs(neg, z, max_iter=max_iter, tol=tol), z0)
         ok = jnp.isfinite(values) & jnp.all(jnp.isfinite(modes), axis=-1)
         modes = jnp.where(ok[:, None], modes, z0)
         dens = jnp.where(ok, -values, -jnp.inf)
@@ -101,10 +102,22 @@ def find_components(
         log_w = jnp.where(keep, 0.0, -jnp.inf)
         return loc, chol_p, log_w - jax.nn.logsumexp(log_w), dens
 
-    loc, chol, log_w, dens = jax.vmap(one)(designs, obs, starts)
+    loc, chol, log_w, dens = per_lane(one, (designs, obs, starts))
     # a permuted Cholesky factor (rows permuted) is no longer triangular: re-factor the covariance
     chol = jnp.linalg.cholesky(jnp.einsum("ncij,nckj->ncik", chol, chol))
     return Components(loc, chol, log_w, dens)
+
+
+def per_lane(fn, xs):
+    """`fn` over the leading axis of `xs` for loops whose lanes take different numbers of steps
+    (an L-BFGS per individual and start). On CPU one lane after another (`lax.map`): under `vmap`
+    every lane runs as many iterations, and line-search steps, as the slowest. The modes of 200
+    `frohlich_simple` individuals from 4 starts each (median 22 iterations, the slowest 50) took
+    0.19 s so against 4.5 s batched, with the same iteration counts. On an accelerator, where
+    batching is what makes it fast, `vmap`."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(fn, xs)
+    return jax.vmap(fn)(xs)
 
 
 def mixture_t_log_prob(

@@ -14,7 +14,7 @@ from ..models import IndividualModel
 from ._checks import check_exact_arguments, check_masking, prior_centre
 from ._mcmc import run_nuts
 from ._optimize import lbfgs
-from ._proposal import log_target
+from ._proposal import log_target, per_lane
 
 __all__ = ["fit_exact_individual", "individual_modes"]
 
@@ -25,13 +25,14 @@ def _modes(model, designs, values, z0, max_iter: int, tol: float):
     def neg_log_post(phi, design, y):
         return -log_target(model, phi, design, y)
 
-    def one(design, y, starts):
-        zs, vals, _, _ = jax.vmap(lambda z: lbfgs(lambda p: neg_log_post(p, design, y), z, max_iter=max_iter, tol=tol))(starts)
+    def one(args):
+        design, y, starts = args
+        zs, vals, _, _ = per_lane(lambda z: lbfgs(lambda p: neg_log_post(p, design, y), z, max_iter=max_iter, tol=tol), starts)
         ok = jnp.isfinite(vals) & jnp.all(jnp.isfinite(zs), axis=-1)
         best = jnp.argmin(jnp.where(ok, vals, jnp.inf))
         return jnp.where(ok[best], zs[best], starts[0])
 
-    return jax.vmap(one)(designs, values, z0)
+    return per_lane(one, (designs, values, z0))
 
 
 _modes_jit = eqx.filter_jit(_modes)
