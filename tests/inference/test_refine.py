@@ -189,3 +189,18 @@ def test_both_modes_of_an_exchangeable_model_survive():
     pair = np.sort(np.stack([draws[..., i], draws[..., j]], -1), -1)
     true_pair = np.sort(np.asarray(phi)[:, [i, j]], -1)
     assert np.all(np.abs(np.median(pair, axis=1) - true_pair) < 4 * pair.std(1) + 0.05)
+
+
+@pytest.mark.parametrize("df", [5.0, 2.5])
+def test_the_t_mixtures_chi_square_variates_follow_the_distribution(df):
+    """The t components' χ²(df): a sum of squared normals for integer df, the gamma sampler
+    otherwise; both against scipy's χ² by Kolmogorov–Smirnov (200,000 variates: a wrong df or
+    a missing square moves the statistic far beyond the 1e-3 level used here)."""
+    from scipy import stats
+
+    from nlme_ppl.inference._proposal import _chi_square
+
+    x = np.asarray(_chi_square(jax.random.key(0), df, (200_000,)))
+    assert stats.kstest(x, stats.chi2(df).cdf).pvalue > 1e-3
+    assert stats.kstest(x, stats.chi2(df + 1).cdf).pvalue < 1e-6  # the test can tell df from df + 1
+    np.testing.assert_array_equal(x, np.asarray(_chi_square(jax.random.key(0), df, (200_000,))))
