@@ -5,6 +5,7 @@ the [`Posterior`][nlme_ppl.estimators.Posterior] interface of the flowjax estima
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,23 @@ class SbiPosterior:
     **Fields:** `model`, `estimator` (sbi's density estimator, a torch module), `config`
     ([`SbiConfig`][nlme_ppl.backends.sbi.SbiConfig]), `rows` (the fixed number of input rows),
     `history` (a [`TrainingHistory`][nlme_ppl.estimators.TrainingHistory]: losses per epoch,
-    the best epoch, the split, seconds).
+    the best epoch, the split, seconds), `design_record` (how its training designs were made, as
+    JSON: the file's `designs` block, which `fit_map` / `fit_nuts` check data against; `""` for a
+    file without one).
     """
 
     #: the archive registry's name of this backend
     backend = "sbi"
 
-    def __init__(self, *, model, estimator, config: SbiConfig, rows: int, history: TrainingHistory):
+    def __init__(self, *, model, estimator, config: SbiConfig, rows: int, history: TrainingHistory, design_record: str = ""):
         if not isinstance(history, TrainingHistory):
             raise TypeError(f"`history` must be a TrainingHistory; got {type(history).__name__}.")
         self.model, self.estimator, self.config, self.rows, self.history = model, estimator.eval(), config, int(rows), history
+        self.design_record = str(design_record)
+
+    def with_designs(self, model, design_record: str) -> "SbiPosterior":
+        """This estimator for `model` with `design_record` (what `nlp.train` records), sharing the network."""
+        return type(self)(model=model, estimator=self.estimator, config=self.config, rows=self.rows, history=self.history, design_record=design_record)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -114,7 +122,10 @@ class SbiPosterior:
         buf = io.BytesIO()
         torch.save(self.estimator.state_dict(), buf)
         architecture = {"num_params": self.num_params, "rows": self.rows, "channels": int(self.estimator.condition_shape[-1])}
-        return {"config": self.config.to_dict(), "architecture": architecture, "history": self.history.to_dict()}, buf.getvalue()
+        meta = {"config": self.config.to_dict(), "architecture": architecture, "history": self.history.to_dict()}
+        if self.design_record:
+            meta["designs"] = json.loads(self.design_record)
+        return meta, buf.getvalue()
 
     @classmethod
     def from_archive(cls, metadata: dict[str, Any], payload: bytes, model) -> "SbiPosterior":
@@ -130,7 +141,9 @@ class SbiPosterior:
             history = _history(metadata.get("history", {}), config)
         except Exception as e:  # noqa: BLE001 - any failure here means the weights do not fit the architecture
             raise ArchiveError(f"its weights do not fit the architecture in its metadata ({type(e).__name__}: {e}).") from None
-        return cls(model=model, estimator=est, config=config, rows=int(arch["rows"]), history=history)
+        designs = metadata.get("designs")
+        record = json.dumps(designs, sort_keys=True) if isinstance(designs, dict) else ""
+        return cls(model=model, estimator=est, config=config, rows=int(arch["rows"]), history=history, design_record=record)
 
     def __repr__(self) -> str:
         best = f", best val loss {self.history.best_val_loss:.4g}" if self.history.val_loss else ""

@@ -1,6 +1,7 @@
 """An sbi-trained estimator has the flowjax estimator's interface: shapes, seeds, save/load
 without pickle, refusals, and fit_map / diagnostics taking it unchanged."""
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def test_save_load_round_trip_and_refusals(trained, tmp_path):
     with zipfile.ZipFile(path) as zf:
         assert sorted(zf.namelist()) == ["metadata.json", "weights.pt"]
     back = nlp.load_posterior(path)
+    # the designs block, as the flowjax estimators write it: the training simulations' envelope
+    rec = json.loads(back.design_record)
+    assert back.design_record == post.design_record and rec["kind"] == "simulations"
+    assert rec["envelope"]["max_observations"] == int(np.asarray(sims.data.mask).sum(1).max())
     d = sims.data.subset(np.arange(5))
     np.testing.assert_array_equal(np.asarray(back.sample(d, jax.random.key(4), num_draws=20)),
                                   np.asarray(post.sample(d, jax.random.key(4), num_draws=20)))
