@@ -30,9 +30,9 @@ class SurrogateDraws(eqx.Module):
 
     **Fields:**
 
-    - `values`: `(N, M, k)` draws, last axis in `param_names` order, stored in float32 (see
-      [`draws_from_values`][nlme_ppl.likelihood.draws_from_values]): every other field is
-      computed in float64 from exactly these values.
+    - `values`: `(N, M, k)` draws, last axis in `param_names` order, stored in float32 (rounded once
+      by `draws_from_values`): every other field is computed in float64 from exactly these
+      values. Cast them to float64 before evaluating densities of your own on them.
     - `log_prior`: `(N, M)` training-prior log-density of each draw.
     - `bandwidth`: `(N, k)` kernel widths used for parameters without a random effect
       (a `Delta` population distribution): Scott's rule on each individual's draws.
