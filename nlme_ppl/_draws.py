@@ -189,12 +189,11 @@ def draws_from_values(values, model, *, num_fixed: int = 2, cross: bool = False)
     M = 100, k = 6). Everything else (the training-prior density, the centre, the bandwidth and
     the sufficient statistics) is computed in float64 from exactly the stored values, so the
     surrogate's fast path and a direct density at `values` agree to float64 rounding."""
-    values = jnp.asarray(values)
-    values = values if values.dtype == jnp.float32 else values.astype(jnp.float64)
+    values = jnp.asarray(values).astype(jnp.float32)  # as stored (no copy when given in float32)
     n, m, k = values.shape
     if k != model.num_params:
         raise ValueError(f"draws have {k} parameters but model {model.name!r} has {model.num_params}: {model.param_names}.")
-    finite = jnp.all(jnp.isfinite(values.astype(jnp.float32)), axis=(1, 2))
+    finite = jnp.all(jnp.isfinite(values), axis=(1, 2))
     if not bool(jnp.all(finite)):
         bad = int(jnp.argmin(finite))
         raise ValueError(f"the estimator returned non-finite draws (or draws beyond float32's range) for individual at row {bad}; check its data.")
@@ -232,14 +231,13 @@ def _blocked(values, model, num_fixed: int, cross: bool) -> tuple:
     """`_inputs` block by block of `STATS_BLOCK` individuals, into arrays allocated once: the
     temporaries are one block's, and the result equals the unblocked one (every quantity is per
     individual). The last block is shifted back to end at row N (its overlap is recomputed
-    identically), so every block has one shape. Draws given in float32 are stored as they are:
+    identically), so every block has one shape. The float32 `values` are stored as they are:
     no second copy."""
     n = values.shape[0]
-    keep = values.dtype == jnp.float32
-    parts = lambda v: _inputs(v, model, num_fixed, cross)[keep:]  # noqa: E731
+    parts = lambda v: _inputs(v, model, num_fixed, cross)[1:]  # noqa: E731
     shapes = jax.eval_shape(parts, jax.ShapeDtypeStruct((STATS_BLOCK, *values.shape[1:]), values.dtype))
     buffers = tuple(jnp.zeros((n, *s.shape[1:]), s.dtype) for s in shapes)
     for start in range(0, n, STATS_BLOCK):
         start = min(start, n - STATS_BLOCK)
         buffers = write_rows(buffers, parts(values[start : start + STATS_BLOCK]), start)
-    return (values, *buffers) if keep else buffers
+    return (values, *buffers)

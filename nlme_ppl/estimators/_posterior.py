@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -264,6 +265,10 @@ class AmortizedPosterior(eqx.Module):
                 args = [_pad(a[s:e], size) for a in (times, values, mask)]
                 outs.append(_summaries_chunk(self.summary, *args)[: e - s])
             return jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    def with_designs(self, model: IndividualModel, design_record: str) -> "AmortizedPosterior":
+        """This estimator for `model` with `design_record` (what `nlp.train` records), sharing the networks."""
+        return dataclasses.replace(self, model=model, design_record=design_record)
 
     def save(self, path: str | Path) -> None:
         """Write this estimator to one file (see [`save_posterior`][nlme_ppl.estimators.save_posterior])."""

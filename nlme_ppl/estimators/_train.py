@@ -99,9 +99,8 @@ def train(
         raise ValueError(f"backend {backend!r} loads estimators but cannot train them.")
     trained, record = _with_designs(model, designs, simulations)
     post = trainer(trained, key, simulations=simulations, num_simulations=num_simulations, config=config, progress=progress)
-    if hasattr(post, "design_record"):  # the user's model, and how its training designs were made
-        record = json.dumps(record, sort_keys=True)
-        post = dataclasses.replace(post, model=model, design_record=record) if dataclasses.is_dataclass(post) else post.with_designs(model, record)
+    if hasattr(post, "with_designs"):  # the user's model, and how its training designs were made
+        post = post.with_designs(model, json.dumps(record, sort_keys=True))
     if loss_plot is not None:
         fresh = ", fresh ones each epoch" if getattr(post.config, "online", False) else ""
         plot_losses(post.history, loss_plot, f"{model.name}: {post.history.num_train} training simulations{fresh}")

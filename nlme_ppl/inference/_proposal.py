@@ -113,7 +113,7 @@ def per_lane(fn, xs):
     (an L-BFGS per individual and start). On CPU one lane after another (`lax.map`): under `vmap`
     every lane runs as many iterations, and line-search steps, as the slowest. The modes of 200
     `frohlich_simple` individuals from 4 starts each (median 22 iterations, the slowest 50) took
-    0.19 s so against 4.5 s batched, with the same iteration counts. On an accelerator, where
+    0.19 s against 4.5 s batched, with the same iteration counts. On an accelerator, where
     batching is what makes it fast, `vmap`."""
     if jax.default_backend() == "cpu":
         return jax.lax.map(fn, xs)
