@@ -78,14 +78,40 @@ def initial_point(population, draws: SurrogateDraws, data: Dataset, params: dict
     return point
 
 
+#: Up to this many parameters without random effect, the expansion's derivatives are taken
+#: forward over forward (F² second-order directional derivatives); above, forward over reverse.
+_FORWARD_MAX = 3
+
+
+def _value_grad_hessian(fn, point):
+    """`fn(point)`, its gradient and its Hessian in one pass. For the F ≤ `_FORWARD_MAX`
+    parameters without random effect of the models here, forward over forward is the cheaper
+    way: for the likelihood of `frohlich_simple` (F = 2) it took half the time of
+    `jax.hessian` (forward over reverse) plus a separate `jax.grad`, 32 against 64 ms per
+    2,000 draws; its cost grows as F², reverse mode's as F."""
+    if point.shape[0] > _FORWARD_MAX:
+
+        def value_grad(f):
+            v, g = jax.value_and_grad(fn)(f)
+            return g, (v, g)
+    else:
+        eye = jnp.eye(point.shape[0], dtype=point.dtype)
+
+        def value_grad(f):
+            v, g = jax.vmap(lambda t: jax.jvp(fn, (f,), (t,)))(eye)
+            return g, (v[0], g)
+
+    h, (v, g) = jax.jacfwd(value_grad, has_aux=True)(point)
+    return v, g, h
+
+
 def _expansion_one(model, phi, design, y, point, idx):
     """For one draw: g, H (of log p(y | φ) in the fixed parameters at `point`), the log
     likelihood at `point` and at the draw, and the training prior's g and H there."""
     at = lambda f: phi.at[idx].set(f)  # noqa: E731
-    ll = lambda f: model.log_likelihood(at(f), design, y)  # noqa: E731
-    lp = lambda f: model.prior_log_prob(at(f))  # noqa: E731
-    return (ll(point), jax.grad(ll)(point), jax.hessian(ll)(point), model.log_likelihood(phi, design, y),
-            jax.grad(lp)(point), jax.hessian(lp)(point))  # fmt: skip
+    ll_star, g, h = _value_grad_hessian(lambda f: model.log_likelihood(at(f), design, y), point)
+    _, g_p, h_p = _value_grad_hessian(lambda f: model.prior_log_prob(at(f)), point)
+    return ll_star, g, h, model.log_likelihood(phi, design, y), g_p, h_p
 
 
 @eqx.filter_jit
