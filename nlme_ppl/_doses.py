@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from ._buffers import take_rows
 from ._validate import as_float_array, check_finite, individual_label
 
 __all__ = ["CENTRAL", "DEPOT", "Doses"]
@@ -133,8 +134,8 @@ class Doses(eqx.Module):
         return np.zeros(self.times.shape, bool) if self.end is None else np.asarray(self.mask) & np.isfinite(np.asarray(self.end))
 
     def subset(self, idx) -> "Doses":
-        pick = lambda a: None if a is None else a[idx]  # noqa: E731
-        return Doses(self.times[idx], self.amounts[idx], self.rates[idx], self.cmt[idx], self.mask[idx], pick(self.ii), pick(self.end))
+        """The individuals at `idx` (an int array, slice or boolean mask)."""
+        return take_rows(self, jnp.asarray(np.atleast_1d(np.arange(self.times.shape[0])[idx])))
 
     @classmethod
     def from_design(cls, designs) -> "Doses | None":

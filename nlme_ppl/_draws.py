@@ -25,6 +25,23 @@ def _statistics(values, centre, cross: bool):
     return jnp.concatenate(parts, -1)
 
 
+def _selector(index, size: int):
+    """A slice as a static `(start, stop, step)` (basic indexing: a slice of the arrays, no
+    gather over all N·M·C statistics), anything else as an int array of positions."""
+    if isinstance(index, slice):
+        return index.indices(size)
+    return jnp.asarray(np.atleast_1d(np.arange(size)[index]))
+
+
+@eqx.filter_jit
+def _picked(per_draw, per_individual, individuals, draws):
+    """`SurrogateDraws.subset`'s selection, in one compiled program (indexed field by field,
+    eagerly, each was a program of its own)."""
+    rows = (lambda x: x[slice(*individuals)]) if isinstance(individuals, tuple) else (lambda x: x[individuals])
+    cols = (lambda x: x[:, slice(*draws)]) if isinstance(draws, tuple) else (lambda x: x[:, draws])
+    return jax.tree.map(lambda x: cols(rows(x)), per_draw), jax.tree.map(rows, per_individual)
+
+
 class SurrogateDraws(eqx.Module):
     """Draws φ_ij ~ q(φ | y_i) taken once per data set, with what the surrogate needs of them.
 
@@ -98,24 +115,19 @@ class SurrogateDraws(eqx.Module):
         """These draws restricted to some individuals and/or draws (index arrays or slices);
         `centre` and `bandwidth` are kept as computed from all draws. Extra draws follow their
         individuals when all draws are kept, and are dropped by a selection of draws."""
-        if isinstance(individuals, slice):  # basic indexing: no gather over all N·M·C statistics
-            pick = lambda x: x[individuals]  # noqa: E731
-        else:
-            ind = np.atleast_1d(np.arange(self.num_individuals)[individuals])
-            pick = lambda x: x[ind]  # noqa: E731
+        ind = _selector(individuals, self.num_individuals)
         extra = index = None
         if self.extra is not None and isinstance(draws, slice) and draws == slice(None):
             lookup = np.full(self.num_individuals, -1)
             lookup[np.asarray(self.extra_index)] = np.arange(self.extra.num_individuals)
-            rows = pick(lookup)
+            rows = lookup[individuals] if isinstance(individuals, slice) else lookup[np.asarray(ind)]
             keep = np.flatnonzero(rows >= 0)
             if keep.size:
                 extra, index = self.extra.subset(rows[keep]), jnp.asarray(keep)
-        return SurrogateDraws(
-            pick(self.values)[:, draws], pick(self.log_prior)[:, draws], pick(self.bandwidth), pick(self.centre),
-            pick(self.stats)[:, draws], self.param_names, self.fixed_names,
-            None if self.fixed_point is None else pick(self.fixed_point), extra, index,
+        (values, log_prior, stats), (bandwidth, centre, point) = _picked(
+            (self.values, self.log_prior, self.stats), (self.bandwidth, self.centre, self.fixed_point), ind, _selector(draws, self.num_draws)
         )  # fmt: skip
+        return SurrogateDraws(values, log_prior, bandwidth, centre, stats, self.param_names, self.fixed_names, point, extra, index)
 
     def with_cross_products(self) -> SurrogateDraws:
         """These draws with the cross products d_a d_b appended to `stats` (needed by the fast

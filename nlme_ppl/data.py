@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Bool, Float, Int
 
+from ._buffers import take_rows
 from ._doses import CENTRAL as CENTRAL, DEPOT as DEPOT, Doses as Doses
 from ._validate import as_float_array, check_covariates, check_observations, individual_label, normalise_ids
 
@@ -268,15 +269,11 @@ class Dataset(eqx.Module):
         """The individuals at `index` (an int array, slice or boolean mask)."""
         idx = np.arange(self.num_individuals)[index]
         idx = np.atleast_1d(idx)
+        arrays = (self.times, self.values, self.mask, self.covariates, self.doses, self.censored, self.obs_cmt)
+        times, values, mask, covariates, doses, censored, obs_cmt = take_rows(arrays, jnp.asarray(idx))
         return Dataset(
-            times=self.times[idx],
-            values=self.values[idx],
-            mask=self.mask[idx],
-            ids=tuple(self.ids[i] for i in idx),
-            covariates={k: v[idx] for k, v in self.covariates.items()},
-            doses=None if self.doses is None else self.doses.subset(idx),
-            censored=None if self.censored is None else self.censored[idx],
-            obs_cmt=None if self.obs_cmt is None else self.obs_cmt[idx],
+            times=times, values=values, mask=mask, ids=tuple(self.ids[i] for i in idx), covariates=covariates,
+            doses=doses, censored=censored, obs_cmt=obs_cmt,
             subjects=None if self.subjects is None else tuple(self.subjects[i] for i in idx),
         )
 

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
+from numpyro import handlers
+from numpyro.distributions import Delta, biject_to
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, log_likelihood
 
 from ..data import Dataset
@@ -25,6 +27,41 @@ from ..likelihood import SurrogateDraws, amortize
 from ._optimize import lbfgs
 
 __all__ = ["Objective", "surrogate_model"]
+
+
+def _template(surrogate, draws: SurrogateDraws, data: Dataset) -> dict | None:
+    """Unconstrained values (zeros) of the program's latent sample sites, shaped as NumPyro's
+    `initialize_model` gives them, from an abstract run (`jax.eval_shape`: nothing is compiled
+    nor computed); None where that is not enough (discrete or `Delta` latent sites, or a
+    program that needs concrete values), and `initialize_model` must run it."""
+
+    def unconstrained(draws, data):
+        tr = handlers.trace(handlers.seed(surrogate, 0)).get_trace(data, draws=draws)
+        out = {}
+        for name, site in tr.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            if site["fn"].support.is_discrete or isinstance(site["fn"], Delta):
+                raise _Eager
+            out[name] = biject_to(site["fn"].support).inv(site["value"])
+        return out
+
+    try:
+        shapes = jax.eval_shape(unconstrained, draws, data)
+    except (_Eager, jax.errors.JAXTypeError):
+        return None
+    return {k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+
+
+class _Eager(Exception):
+    """The program must be initialised eagerly (see `_template`)."""
+
+
+@eqx.filter_jit
+def _postprocess(surrogate, draws: SurrogateDraws, data: Dataset, params: dict) -> dict:
+    """Unconstrained site values -> constrained ones, deterministic sites included (what
+    NumPyro's `postprocess_fn` does), compiled once per program and shapes."""
+    return constrain_fn(surrogate, (data,), {"draws": draws}, params, return_deterministic=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -58,6 +95,9 @@ class Objective(eqx.Module):
         """The objective, and NumPyro's `postprocess_fn` (unconstrained values -> constrained
         site values, deterministic sites included), from a run of the program on `(draws, data)`."""
         surrogate = surrogate_model(population, site)
+        template = _template(surrogate, draws, data)
+        if template is not None:  # abstractly: run eagerly, NumPyro's initialisation compiled ~100 one-operation programs
+            return cls(population, site, template), functools.partial(_postprocess, surrogate, draws, data)
         info = initialize_model(key, surrogate, model_args=(data,), model_kwargs={"draws": draws}, dynamic_args=False)
         return cls(population, site, info.param_info.z), info.postprocess_fn
 

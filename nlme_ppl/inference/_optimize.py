@@ -52,6 +52,7 @@ def lbfgs(
     return z, value, converged, iters
 
 
+@jax.jit
 def preconditioner(hess: Float[Array, "d d"]) -> Float[Array, "d d"]:
     """P with P Pᵀ = |H|⁻¹ (eigenvalues made positive and floored at 1e-8 of the largest), so
     that L-BFGS runs in coordinates where the start's curvature is the identity. The

@@ -41,6 +41,13 @@ _REFINE_STREAM = 0x5EF1
 _init_values = eqx.filter_jit(lambda population, values: population.init_values(values))
 
 
+@eqx.filter_jit
+def _unconstrained(objective: Objective, draws: SurrogateDraws, data, values: dict) -> jnp.ndarray:
+    """The flat unconstrained point of constrained site `values` (one compiled program: run
+    eagerly, NumPyro's replay of the program was dozens of one-operation programs)."""
+    return objective.ravel(unconstrain_fn(objective.surrogate, (data,), {"draws": draws}, values))
+
+
 def _starts(objective: Objective, draws: SurrogateDraws, key, num_starts: int, jitter: float, probe, init: dict | None = None) -> jnp.ndarray:
     """Unconstrained starting points `(num_starts, d)`: around `init` (constrained site values)
     when given, else the population's `init_values`, else from its prior. `probe`: the
@@ -52,7 +59,7 @@ def _starts(objective: Objective, draws: SurrogateDraws, key, num_starts: int, j
             base = {k: jnp.asarray(v) for k, v in init.items() if k in objective.template}
         else:
             base = _init_values(objective.population, draws.values)
-        z0 = objective.ravel(unconstrain_fn(surrogate, args, kwargs, base))
+        z0 = _unconstrained(objective, probe_draws, probe_data, base)
         noise = jitter * jax.random.normal(key, (num_starts, z0.shape[0]))
         return z0 + noise.at[0].set(0.0)
     samples = Predictive(surrogate, num_samples=num_starts, return_sites=list(objective.template))(key, probe_data, draws=probe_draws)
