@@ -161,16 +161,22 @@ class SurrogateDraws(eqx.Module):
             raise ValueError(f"extra draws must have shape ({index.size}, M_e, {self.num_params}); got {values.shape}.")
         if index.size and (index.min() < 0 or index.max() >= self.num_individuals or np.unique(index).size != index.size):
             raise ValueError(f"`index` must hold distinct rows in [0, {self.num_individuals}); got {index.tolist()}.")
-        stored, values = _rounded(values)
+        stored, log_prior, stats, bandwidth, centre = _extra_inputs(values, model, self.bandwidth, self.centre, jnp.asarray(index), self.has_cross)
         if not bool(jnp.all(jnp.isfinite(stored))):
             raise ValueError("the extra draws are not all finite (in float32, as the draws are stored).")
         if index.size == 0:
             return self
-        centre = self.centre[index]
-        extra = SurrogateDraws(
-            stored, model.prior_log_prob(values), self.bandwidth[index], centre, _statistics(values, centre, self.has_cross), self.param_names
-        )  # fmt: skip
+        extra = SurrogateDraws(stored, log_prior, bandwidth, centre, stats, self.param_names)
         return eqx.tree_at(lambda x: (x.extra, x.extra_index), self, (extra, jnp.asarray(index)), is_leaf=lambda x: x is None)
+
+
+@eqx.filter_jit
+def _extra_inputs(values, model, bandwidth, centre, index, cross: bool) -> tuple:
+    """`with_extra`'s stored values, training-prior density and statistics of the extra draws,
+    with their individuals' bandwidth and centre, in one compiled program."""
+    stored, values = _rounded(values)
+    bandwidth, centre = bandwidth[index], centre[index]
+    return stored, model.prior_log_prob(values), _statistics(values, centre, cross), bandwidth, centre
 
 
 def wants_cross_products(population) -> bool:
@@ -229,9 +235,11 @@ def _rounded(values) -> tuple:
 STATS_BLOCK = 20_000
 
 
+@eqx.filter_jit
 def _inputs(values, model, num_fixed: int, cross: bool) -> tuple:
     """`(values, log_prior, bandwidth, centre, stats)` of `(n, M, k)` draws (each individual on
-    its own), the values rounded to float32 and the rest computed from them (see `_rounded`)."""
+    its own), the values rounded to float32 and the rest computed from them (see `_rounded`).
+    One compiled program (eagerly, the training prior's density alone was a dozen)."""
     stored, values = _rounded(values)
     sd = jnp.std(values, axis=1)
     bandwidth = sd * values.shape[1] ** (-1.0 / (num_fixed + 4))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import logsumexp
 
 from ._sharding import individual_sharding, inside_mapped_transform
 
@@ -17,7 +18,7 @@ def log_mean_exp(log_w):
     weights w̃. Returns two NumPy arrays."""
     log_w = np.asarray(log_w, np.float64)
     m = log_w.shape[-1]
-    log_sum = np.asarray(jax.nn.logsumexp(jnp.asarray(log_w), axis=-1))
+    log_sum = logsumexp(log_w, axis=-1)  # SciPy's: NumPy in, NumPy out (JAX's compiled a program per shape)
     norm = np.exp(log_w - log_sum[..., None])
     return log_sum - np.log(m), np.sqrt(np.maximum(np.sum(norm**2, axis=-1) - 1.0 / m, 0.0))
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
+from .._buffers import take_rows
 from .._validate import check_keys, positive_int
 from ..data import Dataset
 from ..simulation import dataset_from_designs
@@ -127,8 +128,7 @@ def _reference_data(model, data: Dataset, key, num: int) -> tuple[Dataset, int]:
     number dropped.
     """
     designs = model.designs_from_data(data)
-    rows = jnp.arange(num) % data.num_individuals
-    designs = jax.tree.map(lambda x: x[rows], designs)
+    designs = take_rows(designs, jnp.arange(num) % data.num_individuals)
     _, obs = _simulate_at(model, jax.random.split(key, num), designs)
     obs, designs = jax.device_get((obs, designs))
     ok = np.where(np.asarray(designs["mask"], bool), np.isfinite(obs), True).all(axis=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 
@@ -28,7 +28,8 @@ def flatten_params(population, params: dict) -> dict:
     for name, value in params.items():
         if name.endswith("_chol"):
             continue
-        value = jnp.asarray(value)
+        # concrete values are indexed in NumPy (eagerly, each JAX index was a compiled program)
+        value = value if isinstance(value, jax.Array) else np.asarray(value)
         labels = site_coords(population, name, value.shape)
         if value.ndim == 0:
             out[name] = value

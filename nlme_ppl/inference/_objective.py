@@ -97,7 +97,7 @@ class Objective(eqx.Module):
         surrogate = surrogate_model(population, site)
         template = _template(surrogate, draws, data)
         if template is not None:  # abstractly: run eagerly, NumPyro's initialisation compiled ~100 one-operation programs
-            return cls(population, site, template), functools.partial(_postprocess, surrogate, draws, data)
+            return cls(population, site, template), jax.tree_util.Partial(_postprocess, surrogate, draws, data)
         info = initialize_model(key, surrogate, model_args=(data,), model_kwargs={"draws": draws}, dynamic_args=False)
         return cls(population, site, info.param_info.z), info.postprocess_fn
 

@@ -6,7 +6,6 @@ computed in the unconstrained coordinates z of the fit and mapped to the labelle
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pandas as pd
 from jaxtyping import Float
@@ -26,9 +25,10 @@ class Covariances:
         return {k: float(np.sqrt(v)) if np.isfinite(v) and v >= 0 else float("nan") for k, v in zip(self.labels, np.diag(cov))}
 
 
-def label_covariances(hess: Float[np.ndarray, "d d"], scores: Float[np.ndarray, "n d"], flat, z, labels) -> Covariances:
-    """The Hessian and sandwich covariances of `flat(z)` (the labelled parameters), from the
-    Hessian `hess` of the objective at `z` and the per-individual scores `(N, d)`."""
+def label_covariances(hess: Float[np.ndarray, "d d"], scores: Float[np.ndarray, "n d"], jac: Float[np.ndarray, "p d"], labels) -> Covariances:
+    """The Hessian and sandwich covariances of the labelled parameters, from the Hessian `hess`
+    of the objective in z, the per-individual scores `(N, d)` and the Jacobian `jac` of the
+    labelled parameters in z (all at the estimate)."""
     nan = np.full((len(labels), len(labels)), np.nan)
     try:
         chol = np.linalg.cholesky(np.asarray(hess, np.float64))
@@ -36,7 +36,7 @@ def label_covariances(hess: Float[np.ndarray, "d d"], scores: Float[np.ndarray, 
         return Covariances(labels, nan, nan)
     inv_chol = np.linalg.inv(chol)
     cov_z = inv_chol.T @ inv_chol
-    jac = np.asarray(jax.jacfwd(flat)(z))
+    jac = np.asarray(jac, np.float64)
     s = np.asarray(scores, np.float64)
     robust_z = cov_z @ (s.T @ s) @ cov_z
     return Covariances(labels, jac @ cov_z @ jac.T, jac @ robust_z @ jac.T)

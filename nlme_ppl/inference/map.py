@@ -41,6 +41,17 @@ _REFINE_STREAM = 0x5EF1
 _init_values = eqx.filter_jit(lambda population, values: population.init_values(values))
 
 
+_pointwise = eqx.filter_jit(lambda objective, site_values, draws, data: objective.pointwise(site_values, draws, data))
+
+
+@eqx.filter_jit
+def _label_jacobian(population, objective: Objective, postprocess, z) -> jnp.ndarray:
+    """The Jacobian in z of the labelled parameters (`flatten_params`), one compiled program
+    per program and shapes (`postprocess` is a `jax.tree_util.Partial`: its draws and data are
+    arguments, not constants)."""
+    return jax.jacfwd(lambda zz: jnp.stack(list(flatten_params(population, postprocess(objective.unravel(zz))).values())))(z)
+
+
 @eqx.filter_jit
 def _unconstrained(objective: Objective, draws: SurrogateDraws, data, values: dict) -> jnp.ndarray:
     """The flat unconstrained point of constrained site `values` (one compiled program: run
@@ -164,11 +175,11 @@ def fit_map_draws(
     z = jnp.asarray(zs[best])
     with phase("stderr"):
         site_values = {k: np.asarray(v) for k, v in postprocess(objective.unravel(z)).items()}
-        flat = lambda zz: jnp.stack(list(flatten_params(population, postprocess(objective.unravel(zz))).values()))  # noqa: E731
         labels = list(flatten_params(population, site_values))
-        cov = label_covariances(np.asarray(objective.hessian(z, draws, data)), np.asarray(objective.scores(z, draws, data)), flat, z, labels)
+        jac = _label_jacobian(population, objective, postprocess, z)
+        cov = label_covariances(np.asarray(objective.hessian(z, draws, data)), np.asarray(objective.scores(z, draws, data)), jac, labels)
     with phase("pointwise"):
-        pointwise = np.asarray(objective.pointwise(site_values, draws, data))
+        pointwise = np.asarray(_pointwise(objective, site_values, draws, data))
     return MAPResult(
         params={k: float(v) for k, v in flatten_params(population, site_values).items()},
         stderr=cov.stderr(),

@@ -356,7 +356,7 @@ def _fit(population, posterior, data, key, *, num_draws, num_points, num_adapt, 
 
     hess = jax.hessian(final_objective)(z)
     scores = jax.jacfwd(final_pointwise)(z)
-    cov = label_covariances(np.asarray(hess), np.asarray(scores), flat, z, labels)
+    cov = label_covariances(np.asarray(hess), np.asarray(scores), np.asarray(jax.jacfwd(flat)(z)), labels)
     point = np.asarray(jax.nn.logsumexp(lw, axis=1)) - math.log(lw.shape[1])  # the last round's weights are those at the estimate
     _, subjects = subject_index(data)
     outer = importance_diagnostics(lw, ids=subjects)

@@ -223,6 +223,28 @@ class RefinedPosterior(eqx.Module):
         )
 
 
+@eqx.filter_jit
+def _proposals(model, k_t, k_prior, loc, chol, log_cw, q_part, df: float, num_t: int, num_prior: int):
+    """A block's proposals `(n, P, k)`: `num_t` draws of the t mixture, `num_prior` of the
+    training prior, then the estimator's draws `q_part` (or None)."""
+    extra = [model.prior_sample(k_prior, (loc.shape[0], num_prior))] + ([] if q_part is None else [q_part])
+    return jnp.concatenate([sample_mixture_t(k_t, loc, chol, log_cw, df, num_t), *extra], axis=1)
+
+
+@eqx.filter_jit
+def _proposal_log_weights(model, designs, obs, values, loc, chol, log_cw, log_q, df: float, counts: tuple[int, int, int]):
+    """log p_train(φ) p(y | φ) − log g(φ) of a block's proposals, g the defensive mixture of the
+    t mixture, the training prior and (where `log_q` is given) the estimator, in the shares
+    `counts` (t, prior, q) of the proposals."""
+    num_t, num_prior, num_q = counts
+    total = num_t + num_prior + num_q
+    log_terms = [math.log(num_t / total) + mixture_t_log_prob(values, loc, chol, log_cw, df),
+                 math.log(num_prior / total) + model.prior_log_prob(values)]  # fmt: skip
+    if log_q is not None:
+        log_terms.append(math.log(num_q / total) + log_q)
+    return block_log_target(model, designs, obs, values) - jax.nn.logsumexp(jnp.stack(log_terms), axis=0)
+
+
 def _padded(rows: np.ndarray, size: int) -> np.ndarray:
     """`rows` padded to `size` by repeating the last one, so that a block loop compiles one shape
     per size (the padding's results are dropped)."""
@@ -328,19 +350,14 @@ def refine(
         loc, chol, log_cw, dens = _block_components(
             model, designs, obs, jnp.asarray(q_values[rows]), jnp.asarray(perms), floor, num_starts, int(max_iter), float(tol), float(drop_below)
         )  # fmt: skip
-        kb = jax.random.fold_in(k_t, b)
-        extra = [model.prior_sample(jax.random.fold_in(k_prior, b), (block, num_prior))]
-        if num_q:
-            extra.append(jnp.asarray(q_values[rows, :num_q]))
-        values = jnp.concatenate([sample_mixture_t(kb, loc, chol, log_cw, float(df), num_t), *extra], axis=1)
-        log_terms = [math.log(num_t / num_proposals) + mixture_t_log_prob(values, loc, chol, log_cw, float(df)),
-                     math.log(num_prior / num_proposals) + model.prior_log_prob(values)]  # fmt: skip
+        q_part = jnp.asarray(q_values[rows, :num_q]) if num_q else None
+        values = _proposals(model, jax.random.fold_in(k_t, b), jax.random.fold_in(k_prior, b), loc, chol, log_cw, q_part, float(df), num_t, num_prior)
+        log_q = None
         if num_q:
             sub = data.subset(rows[: min(block, n - start)])
             log_q = np.asarray(posterior.log_prob(sub, np.asarray(values)[: len(sub.ids)]), np.float64)
-            log_q = np.concatenate([log_q, np.repeat(log_q[-1:], block - log_q.shape[0], axis=0)])
-            log_terms.append(math.log(num_q / num_proposals) + jnp.asarray(log_q))
-        log_w = block_log_target(model, designs, obs, values) - jax.nn.logsumexp(jnp.stack(log_terms), axis=0)
+            log_q = jnp.asarray(np.concatenate([log_q, np.repeat(log_q[-1:], block - log_q.shape[0], axis=0)]))
+        log_w = _proposal_log_weights(model, designs, obs, values, loc, chol, log_cw, log_q, float(df), (num_t, num_prior, num_q))
         keep = slice(0, min(block, n - start))
         pieces.append(tuple(np.asarray(a)[keep] for a in (values, log_w, loc, chol, log_cw, dens)))
     values, log_w, loc, chol, log_cw, dens = (np.concatenate(p) for p in zip(*pieces))
