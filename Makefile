@@ -31,9 +31,11 @@ demo: $(STAMP)
 # The suite runs in several processes, one per group of test folders. The sbi backend's tests
 # load torch, which must not share a process with the rest of the suite's XLA compilations (a
 # torch-loaded process segfaulted in one), and one process holding all of the suite's compiled
-# programs for 25 minutes aborted in an XLA compile near its end.
+# programs for 25 minutes aborted in an XLA compile near its end. tests/inference and
+# tests/models ran in one process until that process segfaulted in an XLA compile too, once
+# fits compiled more (larger) programs and fewer eager one-operation ones.
 TEST_GROUPS := "tests/diagnostics tests/estimators tests/io tests/designs tests/backends/test_import.py" \
-	"tests/inference tests/models" \
+	"tests/inference" "tests/models" \
 	"tests/test_*.py" \
 	"tests/backends/sbi"
 
