@@ -33,7 +33,8 @@ demo: $(STAMP)
 # torch-loaded process segfaulted in one), and one process holding all of the suite's compiled
 # programs for 25 minutes aborted in an XLA compile near its end. tests/inference and
 # tests/models ran in one process until that process segfaulted in an XLA compile too, once
-# fits compiled more (larger) programs and fewer eager one-operation ones.
+# fits compiled more (larger) programs and fewer eager one-operation ones: each loaded program
+# holds memory mappings, at most vm.max_map_count = 65,530 per process (see tests/conftest.py).
 TEST_GROUPS := "tests/diagnostics tests/estimators tests/io tests/designs tests/backends/test_import.py" \
 	"tests/inference" "tests/models" \
 	"tests/test_*.py" \
