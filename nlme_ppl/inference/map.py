@@ -64,7 +64,6 @@ def _starts(objective: Objective, draws: SurrogateDraws, key, num_starts: int, j
     when given, else the population's `init_values`, else from its prior. `probe`: the
     `(draws, data)` on which to run the program for its transforms (see `_probe`)."""
     surrogate, (probe_draws, probe_data) = objective.surrogate, probe
-    args, kwargs = (probe_data,), {"draws": probe_draws}
     if init is not None or hasattr(objective.population, "init_values"):
         if init is not None:
             base = {k: jnp.asarray(v) for k, v in init.items() if k in objective.template}
@@ -74,7 +73,7 @@ def _starts(objective: Objective, draws: SurrogateDraws, key, num_starts: int, j
         noise = jitter * jax.random.normal(key, (num_starts, z0.shape[0]))
         return z0 + noise.at[0].set(0.0)
     samples = Predictive(surrogate, num_samples=num_starts, return_sites=list(objective.template))(key, probe_data, draws=probe_draws)
-    return jax.vmap(lambda p: objective.ravel(unconstrain_fn(surrogate, args, kwargs, p)))(samples)
+    return jax.vmap(lambda p: _unconstrained(objective, probe_draws, probe_data, p))(samples)
 
 
 def _site_shapes(population, draws, data, site) -> dict:
@@ -125,7 +124,7 @@ def objective_at_fit(fit: MAPResult, data: Dataset) -> tuple[Objective, object, 
     probe = _probe(fit.population, fit.draws, data, fit.site)
     objective, postprocess = Objective.build(fit.population, *probe, jax.random.key(0), site=fit.site)
     values = {k: jnp.asarray(fit.site_values[k]) for k in objective.template}
-    z = objective.ravel(unconstrain_fn(objective.surrogate, (probe[1],), {"draws": probe[0]}, values))
+    z = _unconstrained(objective, *probe, values)
     return objective, postprocess, z
 
 
